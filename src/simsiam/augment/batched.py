@@ -1,0 +1,356 @@
+"""The fast pipeline: the paper's augmentations as tensor ops on whole uint8 batches.
+
+:class:`BatchAugment` draws the same per-image random parameters as the torchvision pipeline of
+:func:`~simsiam.augment.per_image.build_view_transform` (same distributions, parameter by
+parameter) and applies them to a whole batch at once, on whatever device the batch is on. There
+are no per-image Python loops and no host syncs, so on a GPU the augmentation of a batch costs
+a few kernel launches instead of a DataLoader full of PIL work.
+
+Known, deliberate differences from the per-image path (none changes a parameter's distribution):
+
+* The crop is resampled with one bilinear ``grid_sample`` on the whole image, without the
+  antialiasing that torchvision applies when it *downscales*; a crop larger than the output
+  (ImageNet-size files) is therefore slightly sharper/aliased. For in-memory datasets at native
+  size every crop is upscaled, where the two agree. Samples within half a pixel of a crop edge
+  interpolate with the pixels just outside the crop, where torchvision replicates the crop's edge.
+* Colour ops run on float images; the PIL path rounds to uint8 after every op.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from ..config import AugConfig
+from .recipes import CROP_RATIO, CROP_TRIES, aug_values, blur_kernel_size, check_mean_std
+
+# ITU-R 601-2 luma, as PIL's ``convert("L")`` (torchvision's tensor ops use 0.2989 for red).
+LUMA = (0.299, 0.587, 0.114)
+
+# Colour-jitter op ids, in torchvision's numbering (its ``ColorJitter.get_params`` permutes these).
+BRIGHTNESS, CONTRAST, SATURATION, HUE = 0, 1, 2, 3
+_JITTER_NAMES = ("brightness", "contrast", "saturation", "hue")
+
+
+# ---------------------------------------------------------------------------------------------
+# Batched functional ops. ``x`` is float (B, C, H, W) in [0, 1]; factors are per image, shape (B,).
+# ---------------------------------------------------------------------------------------------
+
+def _per_image(t: torch.Tensor) -> torch.Tensor:
+    """A (B,) tensor viewed as (B, 1, 1, 1) to broadcast over an image batch."""
+    return t.view(-1, 1, 1, 1)
+
+
+def rgb_to_grayscale(x: torch.Tensor) -> torch.Tensor:
+    """Luma of an RGB batch, (B, 1, H, W); a one-channel batch is returned as is."""
+    if x.shape[1] == 1:
+        return x
+    r, g, b = x.unbind(1)
+    return (LUMA[0] * r + LUMA[1] * g + LUMA[2] * b).unsqueeze(1)
+
+
+def _blend(x: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """``factor * x + (1 - factor) * other`` clamped to [0, 1], as torchvision's ``_blend``.
+
+    A factor of exactly 1 returns ``x`` unchanged bit for bit, which is how images that skip an op
+    pass through it without a ``torch.where``.
+    """
+    f = _per_image(factor)
+    return (f * x + (1.0 - f) * other).clamp_(0.0, 1.0)
+
+
+def adjust_brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    return (x * _per_image(factor)).clamp_(0.0, 1.0)
+
+
+def adjust_contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Blend with the mean grey level of each image (torchvision: mean of the luma, one scalar per image)."""
+    mean = rgb_to_grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
+    return _blend(x, mean, factor)
+
+
+def adjust_saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """Blend with the grayscale image; one channel has no saturation (as torchvision and PIL)."""
+    if x.shape[1] == 1:
+        return x
+    return _blend(x, rgb_to_grayscale(x), factor)
+
+
+def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
+    """RGB (B, 3, H, W) in [0, 1] to HSV with every component in [0, 1] (PIL's convention)."""
+    r, g, b = x.unbind(1)
+    maxc = x.amax(dim=1)
+    minc = x.amin(dim=1)
+    delta = maxc - minc
+    grey = delta == 0
+    # Grey pixels have no hue and zero saturation; dividing by 1 there avoids NaNs.
+    s = delta / torch.where(grey, torch.ones_like(maxc), maxc)
+    d = torch.where(grey, torch.ones_like(delta), delta)
+    h = torch.where(maxc == r, (g - b) / d, torch.where(maxc == g, 2.0 + (b - r) / d, 4.0 + (r - g) / d))
+    h = torch.where(grey, torch.zeros_like(h), h)
+    h = torch.remainder(h / 6.0, 1.0)
+    return torch.stack((h, s, maxc), dim=1)
+
+
+def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`rgb_to_hsv`, branch-free: channel n in (R, G, B) uses k = (n' + 6h) mod 6, n' = 5, 3, 1."""
+    h, s, v = hsv.unbind(1)
+    n = torch.tensor([5.0, 3.0, 1.0], device=hsv.device, dtype=hsv.dtype).view(1, 3, 1, 1)
+    k = torch.remainder(n + 6.0 * h.unsqueeze(1), 6.0)
+    ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
+    return v.unsqueeze(1) * (1.0 - s.unsqueeze(1) * ramp)
+
+
+def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Rotate the hue of each image by ``shift`` (fraction of a turn, in [-0.5, 0.5])."""
+    if x.shape[1] == 1:
+        return x
+    hsv = rgb_to_hsv(x)
+    h = torch.remainder(hsv[:, 0] + shift.view(-1, 1, 1), 1.0)
+    return hsv_to_rgb(torch.stack((h, hsv[:, 1], hsv[:, 2]), dim=1)).clamp_(0.0, 1.0)
+
+
+def gaussian_kernels(sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """One normalised 1-D Gaussian per image, (B, kernel_size), sampled as torchvision does."""
+    half = (kernel_size - 1) * 0.5
+    t = torch.linspace(-half, half, kernel_size, device=sigma.device, dtype=sigma.dtype)
+    pdf = torch.exp(-0.5 * (t / sigma.unsqueeze(1)) ** 2)
+    return pdf / pdf.sum(dim=1, keepdim=True)
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """Blur each image with its own sigma: separable grouped convs (groups = B*C), reflect padding."""
+    b, c, h, w = x.shape
+    kernel = gaussian_kernels(sigma.to(x.dtype), kernel_size).repeat_interleave(c, dim=0)  # (B*C, k)
+    pad = kernel_size // 2
+    y = F.pad(x.reshape(1, b * c, h, w), (pad, pad, pad, pad), mode="reflect")
+    # Separable: the 2-D kernel torchvision builds is the outer product of these two.
+    y = F.conv2d(y, kernel.view(b * c, 1, 1, kernel_size), groups=b * c)
+    y = F.conv2d(y, kernel.view(b * c, 1, kernel_size, 1), groups=b * c)
+    return y.view(b, c, h, w)
+
+
+# ---------------------------------------------------------------------------------------------
+# Random resized crop, vectorised.
+# ---------------------------------------------------------------------------------------------
+
+def _uniform(shape, low: float, high: float, generator, device) -> torch.Tensor:
+    return low + (high - low) * torch.rand(shape, generator=generator, device=device)
+
+
+def fallback_crop(height: int, width: int) -> tuple[int, int, int, int]:
+    """torchvision's box when all tries fail: the central crop, clamped to the ratio range; (x0, y0, w, h)."""
+    in_ratio = width / height
+    if in_ratio < min(CROP_RATIO):
+        w, h = width, int(round(width / min(CROP_RATIO)))
+    elif in_ratio > max(CROP_RATIO):
+        w, h = int(round(height * max(CROP_RATIO))), height
+    else:
+        w, h = width, height
+    return (width - w) // 2, (height - h) // 2, w, h
+
+
+def sample_crop_boxes(n: int, height: int, width: int, scale: tuple[float, float], generator, device) -> torch.Tensor:
+    """``RandomResizedCrop.get_params`` for ``n`` images at once: (n, 4) int64 boxes (x0, y0, w, h).
+
+    All ``CROP_TRIES`` candidates are drawn together and the first valid one is kept, which is the
+    same distribution as torchvision's loop that stops at the first valid try.
+    """
+    area = height * width
+    log_lo, log_hi = math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1])
+    target = area * _uniform((n, CROP_TRIES), scale[0], scale[1], generator, device)
+    ratio = torch.exp(_uniform((n, CROP_TRIES), log_lo, log_hi, generator, device))
+    # torch.round and Python's round both round half to even.
+    w = torch.round(torch.sqrt(target * ratio))
+    h = torch.round(torch.sqrt(target / ratio))
+    valid = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = valid.to(torch.uint8).argmax(dim=1, keepdim=True)  # argmax returns the first maximum
+    w, h = w.gather(1, first).squeeze(1), h.gather(1, first).squeeze(1)
+    offsets = torch.rand((n, 2), generator=generator, device=device)
+
+    found = valid.any(dim=1)
+    fx, fy, fw, fh = fallback_crop(height, width)
+    w = torch.where(found, w, torch.full_like(w, fw))
+    h = torch.where(found, h, torch.full_like(h, fh))
+    # Uniform integer offset in [0, size - crop]; the min guards float rounding of u * (k + 1) up to k + 1.
+    x0 = torch.minimum(torch.floor(offsets[:, 0] * (width - w + 1)), width - w)
+    y0 = torch.minimum(torch.floor(offsets[:, 1] * (height - h + 1)), height - h)
+    x0 = torch.where(found, x0, torch.full_like(x0, fx))
+    y0 = torch.where(found, y0, torch.full_like(y0, fy))
+    return torch.stack((x0, y0, w, h), dim=1).long()
+
+
+def crop_resize_flip(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size: int) -> torch.Tensor:
+    """Crop each box, resize it to ``size`` x ``size`` (bilinear) and mirror flagged images: one grid_sample.
+
+    With ``align_corners=False`` output pixel u samples input x0 + (u + 0.5) * w / size - 0.5 (pixel
+    centres, as torchvision's resize). In the normalised coordinates of ``affine_grid`` that is
+    x_in = (w / W) * x_out + (2 * x0 + w) / W - 1; a flip negates the x scale, mirroring about the
+    crop's centre.
+    """
+    b, c, height, width = x.shape
+    boxes = boxes.to(device=x.device, dtype=x.dtype)
+    x0, y0, w, h = boxes.unbind(1)
+    sx = torch.where(flip.to(x.device), -w / width, w / width)
+    theta = torch.zeros(b, 2, 3, device=x.device, dtype=x.dtype)
+    theta[:, 0, 0] = sx
+    theta[:, 0, 2] = (2 * x0 + w) / width - 1
+    theta[:, 1, 1] = h / height
+    theta[:, 1, 2] = (2 * y0 + h) / height - 1
+    grid = F.affine_grid(theta, [b, c, size, size], align_corners=False)
+    # "border" replicates the image edge, where "zeros" would darken samples in the outer half pixel.
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# The augmentation.
+# ---------------------------------------------------------------------------------------------
+
+def normalize_batch(images_uint8: torch.Tensor, mean, std) -> torch.Tensor:
+    """Un-augmented eval path for in-memory data: uint8 (B, C, H, W) -> float32 (x / 255 - mean) / std."""
+    mean_t, std_t = check_mean_std(mean, std, images_uint8.shape[1])
+    x = images_uint8.to(torch.float32) / 255.0
+    return _normalize(x, mean_t, std_t)
+
+
+def _normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    return (x - m) / s
+
+
+class BatchAugment:
+    """Random SimSiam views of a whole uint8 batch, with the distribution of ``build_view_transform``.
+
+    ``aug(images)`` draws fresh parameters and applies them; ``sample_params`` / ``apply`` split the
+    two so the parameters can be inspected (tests) or reused.
+    """
+
+    def __init__(self, aug: AugConfig, size: int, channels: int, mean, std):
+        if channels not in (1, 3):
+            raise ValueError(f"channels must be 1 or 3, got {channels}")
+        self.values = aug_values(aug)
+        self.size = int(size)
+        self.channels = channels
+        self.mean, self.std = check_mean_std(mean, std, channels)
+        self.kernel_size = blur_kernel_size(self.size)
+        v = self.values
+        # As the per-image path: one channel gets brightness and contrast only; a zero strength is
+        # skipped (torchvision sets the op to None).
+        strengths = (v["brightness"], v["contrast"], v["saturation"], v["hue"])
+        usable = (BRIGHTNESS, CONTRAST) if channels == 1 else (BRIGHTNESS, CONTRAST, SATURATION, HUE)
+        self.jitter_ops = tuple(op for op in usable if strengths[op] > 0) if v["jitter_p"] > 0 else ()
+        self.use_grayscale = channels == 3 and v["grayscale_p"] > 0
+        self.use_blur = v["blur_p"] > 0
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(size={self.size}, channels={self.channels}, "
+                f"values={self.values}, kernel_size={self.kernel_size})")
+
+    # -- parameters --------------------------------------------------------------------------
+
+    def sample_params(self, n: int, generator: Optional[torch.Generator] = None, device=None,
+                      image_hw: Optional[tuple[int, int]] = None) -> dict[str, torch.Tensor]:
+        """Per-image random parameters for ``n`` views, as tensors of leading size ``n`` on ``device``.
+
+        ``image_hw`` is the (height, width) of the images the crop boxes are for; by default the
+        output size (in-memory datasets at native size). Parameters are drawn on the generator's
+        device (so a CPU generator can drive a CUDA batch) and moved to ``device``. Every key is
+        always present, also for ops that are switched off, so the random stream does not depend
+        on which ops are enabled.
+
+        Keys: ``crop_box`` (x0, y0, w, h) int64 pixels; ``crop_scale`` realised area fraction and
+        ``crop_logratio`` realised log(w / h); ``flip``, ``jitter``, ``grayscale``, ``blur`` bool;
+        ``brightness``, ``contrast``, ``saturation`` factors, ``hue`` shift; ``order`` (n, 4) the
+        jitter ops (0 brightness, 1 contrast, 2 saturation, 3 hue) in the order applied;
+        ``sigma`` the blur's standard deviation.
+        """
+        v = self.values
+        device = torch.device(device) if device is not None else (
+            generator.device if generator is not None else torch.device("cpu"))
+        draw_device = generator.device if generator is not None else device
+        height, width = image_hw if image_hw is not None else (self.size, self.size)
+
+        def bernoulli(p: float) -> torch.Tensor:
+            return torch.rand(n, generator=generator, device=draw_device) < p
+
+        def uniform(low: float, high: float) -> torch.Tensor:
+            return _uniform(n, low, high, generator, draw_device)
+
+        boxes = sample_crop_boxes(n, height, width, (v["crop_scale_min"], v["crop_scale_max"]),
+                                  generator, draw_device)
+        w, h = boxes[:, 2].double(), boxes[:, 3].double()
+        params = {
+            "crop_box": boxes,
+            "crop_scale": (w * h / (height * width)).float(),
+            "crop_logratio": torch.log(w / h).float(),
+            "flip": bernoulli(v["flip_p"]),
+            "jitter": bernoulli(v["jitter_p"]),
+            # ColorJitter's ranges: brightness/contrast/saturation [max(0, 1 - s), 1 + s], hue [-h, h].
+            "brightness": uniform(max(0.0, 1 - v["brightness"]), 1 + v["brightness"]),
+            "contrast": uniform(max(0.0, 1 - v["contrast"]), 1 + v["contrast"]),
+            "saturation": uniform(max(0.0, 1 - v["saturation"]), 1 + v["saturation"]),
+            "hue": uniform(-v["hue"], v["hue"]),
+            # argsort of i.i.d. uniforms is a uniformly random permutation, as torch.randperm(4).
+            "order": torch.rand((n, 4), generator=generator, device=draw_device).argsort(dim=1),
+            "grayscale": bernoulli(v["grayscale_p"]),
+            "blur": bernoulli(v["blur_p"]),
+            "sigma": uniform(v["blur_sigma_min"], v["blur_sigma_max"]),
+        }
+        return {k: t.to(device, non_blocking=True) for k, t in params.items()}
+
+    # -- application -------------------------------------------------------------------------
+
+    def apply(self, images_uint8: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Augment a uint8 batch (B, C, H, W) with ``params`` -> float32 (B, C, size, size), normalised."""
+        self._check_images(images_uint8)
+        x = images_uint8.to(torch.float32) / 255.0
+        # Crop first: every later op then runs on the (usually smaller) output size. The flip is
+        # folded into the crop; it commutes with the colour ops and the symmetric blur.
+        x = crop_resize_flip(x, params["crop_box"], params["flip"], self.size)
+        if self.jitter_ops:
+            x = self._color_jitter(x, params)
+        if self.use_grayscale:
+            x = torch.where(_per_image(params["grayscale"]), rgb_to_grayscale(x).expand_as(x), x)
+        if self.use_blur:
+            blurred = gaussian_blur(x, params["sigma"], self.kernel_size)
+            x = torch.where(_per_image(params["blur"]), blurred, x)
+        return _normalize(x, self.mean, self.std).contiguous()
+
+    def __call__(self, images_uint8: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+        """One random view of every image of the batch."""
+        self._check_images(images_uint8)
+        params = self.sample_params(images_uint8.shape[0], generator, images_uint8.device,
+                                    image_hw=tuple(images_uint8.shape[-2:]))
+        return self.apply(images_uint8, params)
+
+    def _check_images(self, images: torch.Tensor) -> None:
+        if images.dim() != 4 or images.shape[1] != self.channels:
+            raise ValueError(f"expected a batch (B, {self.channels}, H, W), got shape {tuple(images.shape)}")
+        if images.dtype != torch.uint8:
+            raise TypeError(f"expected uint8 images, got {images.dtype}")
+
+    def _color_jitter(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """ColorJitter with each image's own op order, under RandomApply(p=jitter_p).
+
+        At each of the 4 positions every op runs on the whole batch, but only the images whose
+        permutation puts that op there (and that are jittered at all) are changed: blends get a
+        factor of exactly 1 elsewhere (a bit-exact no-op), the hue rotation is masked.
+        """
+        active = params["jitter"]
+        for position in range(4):
+            op_here = params["order"][:, position]
+            for op in self.jitter_ops:
+                selected = active & (op_here == op)
+                name = _JITTER_NAMES[op]
+                if op == HUE:
+                    x = torch.where(_per_image(selected), adjust_hue(x, params["hue"]), x)
+                else:
+                    factor = torch.where(selected, params[name], torch.ones_like(params[name]))
+                    x = _BLEND_OPS[op](x, factor)
+        return x
+
+
+_BLEND_OPS = {BRIGHTNESS: adjust_brightness, CONTRAST: adjust_contrast, SATURATION: adjust_saturation}

@@ -1,0 +1,107 @@
+"""Checkpoints: written atomically, read without unpickling arbitrary objects.
+
+A checkpoint is a dict of tensors and plain Python values (state dicts, step, epoch, RNG states,
+the resolved config as a dict, the package version). ``torch.save`` writes it to a temporary file
+in the same directory, which is then renamed over the target: a crash leaves the previous
+checkpoint whole. ``torch.load(..., weights_only=True)`` refuses anything but tensors and
+primitive containers, so a checkpoint from disk cannot run code.
+"""
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import __version__
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable, or does not fit what it is loaded into."""
+
+
+def save_atomic(obj: dict, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def load(path: str | Path, map_location: Any = "cpu") -> dict:
+    """Load a checkpoint safely (tensors and plain containers only)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {str(path)!r}: give a checkpoint file or a run directory "
+                              "that holds checkpoint.pt (written by `simsiam pretrain`)")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # corrupt file, or one that holds pickled objects we refuse to run
+        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {err}") from err
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise CheckpointError(f"{str(path)!r} is not a simsiam checkpoint (no 'model' and 'config' entries)")
+    return ckpt
+
+
+def rng_state() -> dict:
+    """Every RNG the training touches, as tensors and plain values (loadable with weights_only)."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(_to_tuple(state["python"]))
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _to_tuple(x):
+    return tuple(_to_tuple(i) for i in x) if isinstance(x, (list, tuple)) else x
+
+
+def load_model_state(model: torch.nn.Module, state: dict, where: str = "checkpoint") -> None:
+    """``load_state_dict`` with an error that says which architecture mismatch happened."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise CheckpointError(f"the {where} does not match the model built from its config "
+                              f"(wrong architecture or width?): {str(err).splitlines()[0]}") from err
+
+
+def make_checkpoint(*, model: torch.nn.Module, optimizer: torch.optim.Optimizer, epoch: int, step: int,
+                    config: dict, extra: dict | None = None) -> dict:
+    return {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "epoch": epoch,  # epochs completed
+        "step": step,  # optimiser steps completed
+        "rng": rng_state(),
+        "config": config,
+        "version": __version__,
+        **(extra or {}),
+    }

@@ -1,0 +1,37 @@
+"""``simsiam knn``: weighted kNN accuracy of a checkpoint's backbone features."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("knn", help="evaluate a checkpoint with weighted kNN",
+                       description="Weighted kNN (Wu et al. 2018) of pooled, l2-normalised backbone features: the "
+                                   "bank is the training split (un-augmented, eval mode), the queries another split.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("checkpoint", help="a checkpoint file or a run directory")
+    p.add_argument("--dataset", help="dataset to evaluate on (default: the one it was trained on)")
+    p.add_argument("--data-dir", help="where that dataset lives")
+    p.add_argument("--split", default="test", help="the query split")
+    p.add_argument("--k", type=int, nargs="+", default=[200], help="neighbour counts")
+    p.add_argument("--t", type=float, nargs="+", default=[0.1], help="temperatures")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", metavar="FILE", help="also write the results as JSON here")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..pretrained import knn_evaluate
+
+    res = knn_evaluate(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, split=args.split,
+                       ks=args.k, ts=args.t, device=args.device)
+    print(f"kNN on {res['dataset']} ({res['split']}: {res['queries']} queries, bank {res['bank_size']})")
+    print("| k | T | top-1 (%) |\n|---:|---:|---:|")
+    for key, acc in res["accuracy"].items():
+        k, t = (part.split("=")[1] for part in key.split(","))
+        print(f"| {k} | {t} | {acc:.2f} |")
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(res, fh, indent=2)
+    return 0

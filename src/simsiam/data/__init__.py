@@ -1,0 +1,24 @@
+"""Datasets for SimSiam: in-memory arrays, image folders and the two-view training wrapper.
+
+``load_dataset(name, split, data_dir)`` is the entry point; ``DATASETS`` maps
+each name to its loader. Nothing is downloaded.
+"""
+
+from .errors import DatasetNotFound, UnreadableImage
+from .files import ImageFiles
+from .idx import read_idx
+from .memory import InMemoryImages
+from .sources import DATASETS, load_dataset
+from .views import TwoViewDataset, collate_views
+
+__all__ = [
+    "DATASETS",
+    "DatasetNotFound",
+    "ImageFiles",
+    "InMemoryImages",
+    "TwoViewDataset",
+    "UnreadableImage",
+    "collate_views",
+    "load_dataset",
+    "read_idx",
+]

@@ -1,0 +1,100 @@
+"""Rank-safe helpers: the same calls work in one process and under torchrun (DDP).
+
+torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; :func:`init` reads them, so one entry point serves
+both. Without them every helper is a no-op for a world of one.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def is_enabled() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if is_enabled() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_enabled() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+
+
+def init(device: str = "auto") -> torch.device:
+    """Start the process group when launched by torchrun and return this process's device.
+
+    nccl on GPUs and gloo on CPU are chosen here, automatically.
+    """
+    use_cuda = torch.cuda.is_available() and not device.startswith("cpu")
+    if launched_by_torchrun() and not is_enabled():
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+    if not use_cuda:
+        return torch.device("cpu")
+    if is_enabled():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device(device if device.startswith("cuda") else "cuda")
+
+
+def barrier() -> None:
+    if is_enabled():
+        dist.barrier()
+
+
+def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
+    """Mean of ``t`` over ranks (a copy; ``t`` is left unchanged)."""
+    if not is_enabled():
+        return t
+    t = t.clone()
+    dist.all_reduce(t)
+    return t / world_size()
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    if not is_enabled():
+        return t
+    t = t.clone()
+    dist.all_reduce(t)
+    return t
+
+
+def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``t`` from every rank along dim 0 (sizes may differ between ranks). No gradient."""
+    if not is_enabled():
+        return t
+    n = torch.tensor([t.shape[0]], device=t.device)
+    sizes = [torch.zeros_like(n) for _ in range(world_size())]
+    dist.all_gather(sizes, n)
+    max_n = int(max(s.item() for s in sizes))
+    padded = torch.zeros((max_n, *t.shape[1:]), dtype=t.dtype, device=t.device)
+    padded[: t.shape[0]] = t
+    chunks = [torch.zeros_like(padded) for _ in range(world_size())]
+    dist.all_gather(chunks, padded)
+    return torch.cat([c[: int(s.item())] for c, s in zip(chunks, sizes)])
+
+
+def all_gather_objects(items: list) -> list:
+    """Concatenate a Python list from every rank (for small things: file paths, counts)."""
+    if not is_enabled():
+        return list(items)
+    out: list = [None] * world_size()
+    dist.all_gather_object(out, items)
+    return [x for part in out for x in part]
+
+
+def cleanup() -> None:
+    if is_enabled():
+        dist.destroy_process_group()

@@ -1,0 +1,149 @@
+"""Training data pipelines: each yields ``{"views": (x1, x2, ...), "labels", "skipped"}`` batches.
+
+- :class:`BatchedViewLoader`: the dataset is one uint8 tensor on the training device and views
+  are made by tensor operations on whole batches (``augment.BatchAugment``). No worker processes,
+  no PIL: on CPU every core goes to the model, on GPU the augmentation is nearly free.
+- :class:`PerImageViewLoader`: the reference path -- PIL/torchvision transforms per image in
+  DataLoader workers, as the official code runs. Needed for file folders.
+
+Both are deterministic functions of (seed, epoch, rank): resuming at an epoch boundary replays
+exactly the batches an uninterrupted run would have seen.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+
+from . import distributed as dist
+from .augment import BatchAugment, build_view_transform
+from .config import Config
+from .data import InMemoryImages, UnreadableImage
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    return (seed * 1_000_003 + epoch * 7_919 + rank * 104_729) % (2**63 - 1)
+
+
+def local_batch_size(global_batch: int) -> int:
+    world = dist.world_size()
+    if global_batch % world:
+        raise ValueError(f"optim.batch_size={global_batch} is the global batch and must divide by the "
+                         f"number of processes ({world}); choose a multiple of {world}")
+    return global_batch // world
+
+
+class BatchedViewLoader:
+    def __init__(self, dataset: InMemoryImages, cfg: Config, num_views: int, device: torch.device):
+        self.images = dataset.images.to(device)  # (N, C, H, W) uint8, kept on the device
+        self.labels = dataset.labels.to(device)
+        self.global_batch = cfg.optim.batch_size
+        self.batch = local_batch_size(self.global_batch)
+        self.num_views = num_views
+        self.seed = cfg.run.seed
+        self.device = device
+        size = cfg.data.image_size or dataset.image_size
+        self.augment = BatchAugment(cfg.aug, size, dataset.channels, dataset.mean, dataset.std)
+        if len(self.images) < self.global_batch:
+            raise ValueError(f"the dataset has {len(self.images)} training images, fewer than one batch "
+                             f"(optim.batch_size={self.global_batch}); lower the batch size")
+
+    def __len__(self) -> int:
+        return len(self.images) // self.global_batch  # drop_last, as the paper's loader
+
+    def epoch(self, epoch: int) -> Iterator[dict]:
+        # One permutation shared by all ranks; each rank takes its slice of every global batch.
+        order = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(epoch_seed(self.seed, epoch)))
+        gen = torch.Generator(device=self.device).manual_seed(epoch_seed(self.seed, epoch, 1 + dist.rank()))
+        r = dist.rank()
+        for b in range(len(self)):
+            idx = order[b * self.global_batch + r * self.batch: b * self.global_batch + (r + 1) * self.batch]
+            idx = idx.to(self.device, non_blocking=True)
+            x = self.images[idx]
+            views = tuple(self.augment(x, gen) for _ in range(self.num_views))
+            yield {"views": views, "labels": self.labels[idx], "skipped": []}
+
+
+class _MultiView(Dataset):
+    """``num_views`` independent draws of the transform per image; the path when unreadable."""
+
+    def __init__(self, base, transform, num_views: int):
+        self.base, self.transform, self.num_views = base, transform, num_views
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        try:
+            img, label = self.base[i]
+        except UnreadableImage as err:
+            return str(err.path)
+        return tuple(self.transform(img) for _ in range(self.num_views)), label
+
+
+def _collate(batch):
+    skipped = [b for b in batch if isinstance(b, str)]
+    good = [b for b in batch if not isinstance(b, str)]
+    if not good:
+        return {"views": None, "labels": torch.zeros(0, dtype=torch.long), "skipped": skipped}
+    views = tuple(torch.stack([g[0][v] for g in good]) for v in range(len(good[0][0])))
+    return {"views": views, "labels": torch.tensor([g[1] for g in good]), "skipped": skipped}
+
+
+def default_workers() -> int:
+    """Leave one core to the main process (the model); none at all on a 1-2 core machine with CPU
+    training would still need decoding, so at least 1 worker when there is more than one core."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(8, cores - 1))
+
+
+class PerImageViewLoader:
+    def __init__(self, dataset, cfg: Config, num_views: int, device: torch.device):
+        size = cfg.data.image_size or dataset.image_size or 224
+        transform = build_view_transform(cfg.aug, size, dataset.channels, dataset.mean, dataset.std)
+        self.dataset = _MultiView(dataset, transform, num_views)
+        self.global_batch = cfg.optim.batch_size
+        self.batch = local_batch_size(self.global_batch)
+        self.seed = cfg.run.seed
+        self.device = device
+        workers = cfg.data.num_workers if cfg.data.num_workers >= 0 else default_workers()
+        self.workers = workers
+        self.pin = device.type == "cuda"
+        if len(dataset) < self.global_batch:
+            raise ValueError(f"the dataset has {len(dataset)} training images, fewer than one batch "
+                             f"(optim.batch_size={self.global_batch}); lower the batch size")
+
+    def __len__(self) -> int:
+        return len(self.dataset) // self.global_batch
+
+    def epoch(self, epoch: int) -> Iterator[dict]:
+        seed = epoch_seed(self.seed, epoch)
+        gen = torch.Generator().manual_seed(seed)
+        torch.manual_seed(epoch_seed(self.seed, epoch, 1 + dist.rank()))  # transforms in the main process
+        if dist.is_enabled():
+            sampler = DistributedSampler(self.dataset, shuffle=True, seed=self.seed, drop_last=True)
+            sampler.set_epoch(epoch)
+        else:
+            sampler = RandomSampler(self.dataset, generator=gen)
+        loader = DataLoader(self.dataset, batch_size=self.batch, sampler=sampler, num_workers=self.workers,
+                            collate_fn=_collate, pin_memory=self.pin, drop_last=True, generator=gen,
+                            persistent_workers=False)
+        for batch in loader:
+            if batch["views"] is not None:
+                batch["views"] = tuple(v.to(self.device, non_blocking=True) for v in batch["views"])
+            yield batch
+
+
+def build_train_loader(dataset, cfg: Config, num_views: int, device: torch.device):
+    """The batched pipeline where the data fit in one tensor (the default), else per image."""
+    pipeline = cfg.data.pipeline
+    if pipeline == "auto":
+        pipeline = "batched" if isinstance(dataset, InMemoryImages) else "per_image"
+    if pipeline == "batched":
+        if not isinstance(dataset, InMemoryImages):
+            raise ValueError(f"data.pipeline=batched needs an in-memory dataset; {cfg.data.dataset!r} is read "
+                             "from files -- use data.pipeline=per_image (or auto)")
+        return BatchedViewLoader(dataset, cfg, num_views, device)
+    return PerImageViewLoader(dataset, cfg, num_views, device)

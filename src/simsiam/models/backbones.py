@@ -1,0 +1,107 @@
+"""Backbones: ResNets with an ImageNet or a CIFAR stem, any input channels and a width option.
+
+The module and parameter names are torchvision's (``conv1``, ``bn1``, ``layer1.0.conv1`` ...), so a
+standard-width ImageNet-stem backbone saves a state dict that ``torchvision.models.resnet50()``
+loads as it is (only ``fc`` missing). Every backbone returns pooled features ``(B, num_features)``.
+"""
+from __future__ import annotations
+
+from typing import Callable, Type, Union
+
+import torch
+from torch import nn
+from torchvision.models.resnet import BasicBlock, Bottleneck
+
+Block = Type[Union[BasicBlock, Bottleneck]]
+
+
+class ResNet(nn.Module):
+    """A torchvision-compatible ResNet trunk without the classifier.
+
+    ``stem="imagenet"``: 7x7 stride-2 conv + 3x3 max-pool (for 224-pixel images).
+    ``stem="cifar"``: 3x3 stride-1 conv, no max-pool (appendix D; for 32-pixel images).
+    ``width`` is the channel count of the first stage (64 standard); later stages double it.
+    """
+
+    def __init__(self, block: Block, layers: list[int], in_channels: int = 3, width: int = 64,
+                 stem: str = "imagenet", zero_init_residual: bool = True):
+        super().__init__()
+        if stem not in ("imagenet", "cifar"):
+            raise ValueError(f"stem must be 'imagenet' or 'cifar', got {stem!r}")
+        self.stem = stem
+        self.inplanes = width
+        if stem == "imagenet":
+            self.conv1 = nn.Conv2d(in_channels, width, kernel_size=7, stride=2, padding=3, bias=False)
+            self.maxpool: nn.Module = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        else:
+            self.conv1 = nn.Conv2d(in_channels, width, kernel_size=3, stride=1, padding=1, bias=False)
+            self.maxpool = nn.Identity()
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1 = self._make_layer(block, width, layers[0], stride=1)
+        self.layer2 = self._make_layer(block, width * 2, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, width * 4, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, width * 8, layers[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.num_features = width * 8 * block.expansion
+
+        # torchvision's initialisation, so that a standard backbone starts where torchvision's does.
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        if zero_init_residual:
+            # Paper (section 2): the last BN gamma of every residual block starts at 0, so each block
+            # begins as the identity.
+            for m in self.modules():
+                if isinstance(m, Bottleneck):
+                    nn.init.zeros_(m.bn3.weight)
+                elif isinstance(m, BasicBlock):
+                    nn.init.zeros_(m.bn2.weight)
+
+    def _make_layer(self, block: Block, planes: int, blocks: int, stride: int) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes * block.expansion, kernel_size=1, stride=stride, bias=False),
+                nn.BatchNorm2d(planes * block.expansion),
+            )
+        layers = [block(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's feature maps ``(B, num_features, h, w)``."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.avgpool(self.forward_maps(x)), 1)  # (B, num_features)
+
+
+def _factory(block: Block, layers: list[int], stem: str) -> Callable[..., ResNet]:
+    def build(in_channels: int = 3, width: int = 64, zero_init_residual: bool = True) -> ResNet:
+        return ResNet(block, layers, in_channels, width, stem, zero_init_residual)
+    return build
+
+
+# A registry is a dict: a new backbone is one entry here.
+BACKBONES: dict[str, Callable[..., ResNet]] = {
+    "resnet18": _factory(BasicBlock, [2, 2, 2, 2], "imagenet"),
+    "resnet34": _factory(BasicBlock, [3, 4, 6, 3], "imagenet"),
+    "resnet50": _factory(Bottleneck, [3, 4, 6, 3], "imagenet"),
+    "resnet18_cifar": _factory(BasicBlock, [2, 2, 2, 2], "cifar"),
+    "resnet34_cifar": _factory(BasicBlock, [3, 4, 6, 3], "cifar"),
+}
+
+# The torchvision constructor whose state dict a standard-width, 3-channel backbone matches.
+TORCHVISION_EQUIVALENT = {"resnet18": "resnet18", "resnet34": "resnet34", "resnet50": "resnet50"}
+
+
+def build_backbone(name: str, in_channels: int = 3, width: int = 64, zero_init_residual: bool = True) -> ResNet:
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(sorted(BACKBONES))}")
+    return BACKBONES[name](in_channels=in_channels, width=width, zero_init_residual=zero_init_residual)

@@ -1,0 +1,51 @@
+"""The MLP heads: one builder makes the projector and the predictor (paper, section 2).
+
+Projector (part of the encoder f): ``fc-BN-ReLU`` x (layers-1), then ``fc-BN`` (no ReLU on the
+output). Predictor h: ``fc(d/4)-BN-ReLU`` then ``fc(d)`` (no BN and no ReLU on the output).
+Where BN goes is an argument (Table 3's ablation), not a subclass.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+
+def mlp(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int, *, bn_hidden: bool = True,
+        bn_out: bool = False, bn_out_affine: bool = True) -> nn.Sequential:
+    """``num_layers`` fully connected layers; ReLU after every hidden one, BN where asked.
+
+    A linear layer followed by BN has no bias: BN's shift makes it redundant (the paper's code too).
+    """
+    layers: list[nn.Module] = []
+    dim = in_dim
+    for _ in range(num_layers - 1):
+        layers.append(nn.Linear(dim, hidden_dim, bias=not bn_hidden))
+        if bn_hidden:
+            layers.append(nn.BatchNorm1d(hidden_dim))
+        layers.append(nn.ReLU(inplace=True))
+        dim = hidden_dim
+    layers.append(nn.Linear(dim, out_dim, bias=not bn_out))
+    if bn_out:
+        layers.append(nn.BatchNorm1d(out_dim, affine=bn_out_affine))
+    return nn.Sequential(*layers)
+
+
+# Table 3: where BN goes in the heads. (projector hidden, projector output, predictor hidden,
+# predictor output); the hidden layers of both heads share one switch, as in the paper.
+HEAD_BN = {
+    "none": dict(hidden=False, proj_out=False, pred_out=False),
+    "hidden": dict(hidden=True, proj_out=False, pred_out=False),
+    "default": dict(hidden=True, proj_out=True, pred_out=False),
+    "all": dict(hidden=True, proj_out=True, pred_out=True),
+}
+
+
+def projector(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int, head_bn: str = "default",
+              out_affine: bool = True) -> nn.Sequential:
+    bn = HEAD_BN[head_bn]
+    return mlp(in_dim, hidden_dim, out_dim, num_layers, bn_hidden=bn["hidden"], bn_out=bn["proj_out"],
+               bn_out_affine=out_affine)
+
+
+def predictor(dim: int, hidden_dim: int, head_bn: str = "default") -> nn.Sequential:
+    bn = HEAD_BN[head_bn]
+    return mlp(dim, hidden_dim, dim, 2, bn_hidden=bn["hidden"], bn_out=bn["pred_out"])

@@ -1,0 +1,53 @@
+"""Using a finished run: rebuild the model from a checkpoint, evaluate its backbone with kNN."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+from . import checkpoint as ckpt_io
+from .config import Config, from_dict
+from .data import load_dataset
+from .data.subset import subset
+from .eval import eval_mode, extract_features, knn_sweep
+from .methods import build_method
+
+
+def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Config]:
+    """The method (backbone + heads) with its trained weights, in eval mode, and its config.
+
+    ``path``: a checkpoint file or a run directory. Raises ``CheckpointError`` with a clear message
+    when the file is missing, unreadable or of another architecture.
+    """
+    saved = ckpt_io.load(path)
+    cfg = from_dict(saved["config"])
+    in_channels = cfg.model.in_channels or _infer_in_channels(saved["model"])
+    model = build_method(cfg, in_channels)
+    ckpt_io.load_model_state(model, saved["model"])
+    return model.to(device).eval(), cfg
+
+
+def _infer_in_channels(state: dict) -> int:
+    return int(state["backbone.conv1.weight"].shape[1]) if "backbone.conv1.weight" in state else 3
+
+
+def knn_evaluate(path: str | Path, *, dataset: Optional[str] = None, data_dir: Optional[str] = None,
+                 split: str = "test", ks: Sequence[int] = (200,), ts: Sequence[float] = (0.1,),
+                 train_limit: int = 0, eval_limit: int = 0, device: str = "cpu", batch_size: int = 512) -> dict:
+    """Weighted kNN of a checkpoint's pooled backbone features: bank = the training split,
+    queries = ``split``. Returns ``{"k=200,t=0.1": accuracy, ...}`` plus the data it used."""
+    model, cfg = load_pretrained(path, device)
+    name = dataset or cfg.data.dataset
+    ddir = data_dir if data_dir is not None else cfg.data.data_dir
+    bank_set = subset(load_dataset(name, "train", ddir), train_limit)
+    query_set = subset(load_dataset(name, split, ddir), eval_limit)
+    dev = torch.device(device)
+    kw = dict(device=dev, batch_size=batch_size, image_size=cfg.data.image_size if name == cfg.data.dataset else 0)
+    with eval_mode(model.backbone):
+        bank, bank_y, _, _ = extract_features(model.backbone, bank_set, **kw)
+        query, query_y, _, _ = extract_features(model.backbone, query_set, **kw)
+    num_classes = max(bank_set.num_classes, query_set.num_classes)
+    results = knn_sweep(query, query_y, bank, bank_y, num_classes, ks, ts)
+    return {"dataset": name, "split": split, "bank_size": len(bank), "queries": len(query), "accuracy": results}

@@ -1,0 +1,78 @@
+"""End-of-run outputs: the Figure 2 plots and a short ``report.md`` with the run's provenance."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .config import Config
+from .runlog import read_metrics
+
+
+def git_commit() -> str:
+    """The commit of the code that ran ("unknown" outside a git checkout), marked when it was dirty."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,
+                             timeout=5).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return (sha + ("-dirty" if dirty else "")) if sha else "unknown"
+
+
+def plot_curves(runs: Sequence[tuple[str, list[dict]]], path: Path, title: str = "") -> Path:
+    """Figure 2's three panels (training loss, std of l2-normalised z x sqrt(d), kNN accuracy)
+    against epoch, one line per run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    panels = [("loss", "training loss"), ("z_std_sqrt_d", "std(z/|z|) x sqrt(d)"), ("knn_acc", "kNN accuracy (%)")]
+    for ax, (key, label) in zip(axes, panels):
+        for name, records in runs:
+            pts = [(r["epochs_done"], r[key]) for r in records if r.get("kind") == "epoch" and key in r]
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, label=name)
+        ax.set_xlabel("epoch")
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+    axes[1].axhline(0, color="grey", lw=0.8)
+    if len(runs) > 1:
+        axes[2].legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_outputs(run_dir: Path, cfg: Config, result) -> None:
+    records = read_metrics(run_dir)
+    plot_curves([(cfg.preset or cfg.method, records)], run_dir / "curves.png",
+                title=f"{cfg.method} {cfg.model.backbone} on {cfg.data.dataset}")
+    epochs = [r for r in records if r.get("kind") == "epoch"]
+    lines = [
+        f"# {cfg.method} run: {run_dir}",
+        "",
+        f"- command: `{' '.join(['simsiam'] + sys.argv[1:]) if sys.argv and 'simsiam' in sys.argv[0] else 'python API'}`",
+        f"- preset: `{cfg.preset or '-'}`, seed {cfg.run.seed}, commit `{git_commit()}`",
+        f"- data: {cfg.data.dataset}, backbone {cfg.model.backbone} (width {cfg.model.width}), "
+        f"batch {cfg.optim.batch_size}, base lr {cfg.optim.base_lr}, {cfg.optim.epochs} epochs planned, "
+        f"{result.epochs_done} done" + (f" (stopped: {result.stopped_early})" if result.stopped_early else ""),
+        f"- total training time: {sum(r.get('epoch_seconds', 0) for r in epochs):.0f} s (monitors excluded)",
+        "",
+        "| epoch | loss | std x sqrt(d) | kNN acc (%) | img/s |",
+        "|---:|---:|---:|---:|---:|",
+    ]
+    for r in epochs:
+        knn = f"{r['knn_acc']:.2f}" if "knn_acc" in r else ""
+        lines.append(f"| {r['epochs_done']} | {r['loss']:.4f} | {r['z_std_sqrt_d']:.3f} | {knn} | {r['images_per_s']:.0f} |")
+    lines += ["", "![curves](curves.png)", "", "The full config is in `config.json`; every record in `metrics.jsonl`."]
+    (run_dir / "report.md").write_text("\n".join(lines) + "\n")

@@ -1,0 +1,65 @@
+"""The run's outputs as it goes: ``metrics.jsonl`` (one JSON object a line), terminal progress.
+
+Only the main process writes; under torchrun every other rank gets a logger that does nothing.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+from . import distributed as dist
+
+
+class RunLog:
+    def __init__(self, run_dir: Path, quiet: bool = False):
+        self.enabled = dist.is_main()
+        self.quiet = quiet
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.bar = None
+
+    def write(self, record: dict) -> None:
+        if not self.enabled:
+            return
+        record = {"time": round(time.time(), 3), **record}
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    def info(self, message: str) -> None:
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.write(message)
+        else:
+            print(message, flush=True)
+
+    def warn(self, message: str) -> None:
+        if self.enabled:
+            print(f"WARNING: {message}", file=sys.stderr, flush=True)
+
+    def start_epoch(self, epoch: int, epochs: int, steps: int) -> None:
+        if self.enabled and not self.quiet:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=steps, desc=f"epoch {epoch + 1}/{epochs}", leave=False, dynamic_ncols=True)
+
+    def step(self, postfix: Optional[dict] = None) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            if postfix:
+                self.bar.set_postfix(postfix, refresh=False)
+
+    def end_epoch(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    with open(path) as fh:
+        return [json.loads(line) for line in fh if line.strip()]
