@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Optional, Sequence
 
@@ -20,16 +21,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that split their work over torchrun's processes. Any other, launched by torchrun, would
+# run whole in every process, each writing the same outputs: it is refused instead.
+TORCHRUN_COMMANDS = ("pretrain", "knn")
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    from .distributed import launched_by_torchrun
+
+    if launched_by_torchrun() and args.command not in TORCHRUN_COMMANDS:
+        if os.environ.get("RANK") == "0":
+            print(f"simsiam {args.command}: error: this command runs in one process; launch it without torchrun "
+                  f"(`simsiam {args.command} ...`). Under torchrun: {', '.join(TORCHRUN_COMMANDS)}", file=sys.stderr)
+        return 2
     try:
         return int(args.run(args) or 0)
     except KeyboardInterrupt:
         print("interrupted; the last epoch's checkpoint is intact (resume with --resume)", file=sys.stderr)
         return 130
     except UserFacingErrors as err:
-        print(f"simsiam {args.command}: error: {err}", file=sys.stderr)
+        print(f"simsiam {args.command}: error: {_rank_prefix()}{err}", file=sys.stderr)
         return 2
+    finally:
+        from .distributed import cleanup
+
+        cleanup()  # under torchrun: release the process group the command started (no-op otherwise)
+
+
+def _rank_prefix() -> str:
+    """``"rank 1: "`` under torchrun, where every process may report the same error; "" otherwise."""
+    from . import distributed as dist
+
+    return f"rank {dist.rank()}: " if dist.world_size() > 1 else ""
 
 
 def _user_facing_errors() -> tuple[type[BaseException], ...]:

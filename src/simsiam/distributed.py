@@ -49,6 +49,13 @@ def init(device: str = "auto") -> torch.device:
     return torch.device(device if device.startswith("cuda") else "cuda")
 
 
+def collective_device() -> torch.device:
+    """Where a tensor must live to be reduced: nccl takes CUDA tensors only, gloo CPU ones."""
+    if is_enabled() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def barrier() -> None:
     if is_enabled():
         dist.barrier()
@@ -93,6 +100,16 @@ def all_gather_objects(items: list) -> list:
     out: list = [None] * world_size()
     dist.all_gather_object(out, items)
     return [x for part in out for x in part]
+
+
+def broadcast_object(obj, src: int = 0):
+    """``obj`` as rank ``src`` holds it, on every rank: for decisions one rank makes (e.g. an error
+    found on rank 0's filesystem) that every rank must act on, so none waits alone in a collective."""
+    if not is_enabled():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
 
 
 def cleanup() -> None:

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .eval import eval_mode, extract_features, knn_accuracy
+from .eval import eval_mode, extract_features
+from .eval.knn_sharded import sharded_knn_sweep
 
 
 def collapse_std(z: torch.Tensor) -> torch.Tensor:
@@ -45,8 +46,10 @@ class KnnMonitor:
         with eval_mode(backbone):
             bank, bank_y, _, _ = extract_features(backbone, self.bank_set, **kw)
             query, query_y, _, _ = extract_features(backbone, self.query_set, **kw)
-        acc = knn_accuracy(query.to(self.device), query_y, bank.to(self.device), bank_y, self.num_classes, self.k, self.t)
-        return {"knn_acc": acc}
+        # Under torchrun every rank holds both feature sets (gathered); the queries are split to classify.
+        accs = sharded_knn_sweep(query.to(self.device), query_y, bank.to(self.device), bank_y, self.num_classes,
+                                 (self.k,), (self.t,))
+        return {"knn_acc": accs[f"k={self.k},t={self.t}"]}
 
 
 def is_collapsed(std_sqrt_d: Optional[float], threshold: float) -> bool:

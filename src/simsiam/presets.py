@@ -52,6 +52,7 @@ def fmnist() -> Config:
     cfg.optim.epochs, cfg.optim.batch_size = 10, 256
     cfg.optim.base_lr, cfg.optim.weight_decay = 0.06, 5e-4
     cfg.monitor.every = 1
+    cfg.run.channels_last = True  # measured 1.3x faster for this model on a 2-core CPU
     cfg.run.out_dir = "runs/fmnist"
     return cfg
 

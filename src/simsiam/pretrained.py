@@ -8,10 +8,12 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt_io
+from . import distributed as dist
 from .config import Config, from_dict
 from .data import load_dataset
 from .data.subset import subset
-from .eval import eval_mode, extract_features, knn_sweep
+from .eval import eval_mode, extract_features
+from .eval.knn_sharded import sharded_knn_sweep
 from .methods import build_method
 
 
@@ -37,17 +39,20 @@ def knn_evaluate(path: str | Path, *, dataset: Optional[str] = None, data_dir: O
                  split: str = "test", ks: Sequence[int] = (200,), ts: Sequence[float] = (0.1,),
                  train_limit: int = 0, eval_limit: int = 0, device: str = "cpu", batch_size: int = 512) -> dict:
     """Weighted kNN of a checkpoint's pooled backbone features: bank = the training split,
-    queries = ``split``. Returns ``{"k=200,t=0.1": accuracy, ...}`` plus the data it used."""
-    model, cfg = load_pretrained(path, device)
+    queries = ``split``. Returns ``{"k=200,t=0.1": accuracy, ...}`` plus the data it used.
+
+    Under torchrun every rank embeds a shard of each split and classifies a share of the queries;
+    every rank returns the same, global figures."""
+    dev = dist.init(device)  # this process's device (cuda:LOCAL_RANK under torchrun with GPUs)
+    model, cfg = load_pretrained(path, dev)
     name = dataset or cfg.data.dataset
     ddir = data_dir if data_dir is not None else cfg.data.data_dir
     bank_set = subset(load_dataset(name, "train", ddir), train_limit)
     query_set = subset(load_dataset(name, split, ddir), eval_limit)
-    dev = torch.device(device)
     kw = dict(device=dev, batch_size=batch_size, image_size=cfg.data.image_size if name == cfg.data.dataset else 0)
     with eval_mode(model.backbone):
         bank, bank_y, _, _ = extract_features(model.backbone, bank_set, **kw)
         query, query_y, _, _ = extract_features(model.backbone, query_set, **kw)
     num_classes = max(bank_set.num_classes, query_set.num_classes)
-    results = knn_sweep(query, query_y, bank, bank_y, num_classes, ks, ts)
+    results = sharded_knn_sweep(query, query_y, bank, bank_y, num_classes, ks, ts)
     return {"dataset": name, "split": split, "bank_size": len(bank), "queries": len(query), "accuracy": results}

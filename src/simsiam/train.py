@@ -25,11 +25,12 @@ from . import distributed as dist
 from .config import Config, from_dict, resolve
 from .data import load_dataset
 from .data.subset import subset
-from .loaders import build_train_loader
+from .loaders import build_train_loader, local_batch_size
 from .methods import build_method
 from .monitor import KnnMonitor, collapse_std, is_collapsed, normalised_std
 from .optim import build_optimizer, cosine_lr, scaled_lr, set_lr
 from .runlog import RunLog, read_metrics
+from .sync_bn import convert_sync_batchnorm
 
 
 class TrainingDiverged(RuntimeError):
@@ -77,21 +78,29 @@ def _wrap_for_training(method: nn.Module, cfg: Config, device: torch.device, log
         method.compile()  # in place: state_dict keys are unchanged
     step = _TrainStep(method)
     if dist.is_enabled():
-        step = nn.SyncBatchNorm.convert_sync_batchnorm(step) if cfg.run.sync_bn else step
+        # Every BN of backbone and heads normalises over the global batch (paper); torch's own
+        # SyncBatchNorm is GPU-only, so the conversion picks a CPU-capable one on gloo.
+        step = convert_sync_batchnorm(step, device) if cfg.run.sync_bn else step
         step = nn.parallel.DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)
     return step
 
 
 def _prepare_run_dir(cfg: Config, resume: bool) -> Path:
     run_dir = Path(cfg.run.out_dir)
+    problem = ""
     if dist.is_main():
         if not resume and (run_dir / "checkpoint.pt").exists():
-            raise FileExistsError(f"{run_dir} already holds a run; resume it with --resume, or choose another "
-                                  "--out-dir (run.out_dir=...)")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with open(run_dir / "config.json", "w") as fh:
-            json.dump(cfg.to_dict(), fh, indent=2)
-    dist.barrier()
+            problem = (f"{run_dir} already holds a run; resume it with --resume, or choose another "
+                       "--out-dir (run.out_dir=...)")
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            with open(run_dir / "config.json", "w") as fh:
+                json.dump(cfg.to_dict(), fh, indent=2)
+    # Rank 0 alone looks at the directory; every rank raises its verdict, so no rank is left
+    # waiting in a collective for one that has exited.
+    problem = dist.broadcast_object(problem)
+    if problem:
+        raise FileExistsError(problem)
     return run_dir
 
 
@@ -115,6 +124,7 @@ def pretrain(cfg: Config, resume: bool = False) -> RunResult:
         cfg.optim.epochs = max(target_epochs, cfg.optim.epochs)  # resume may extend a finished run
     cfg = resolve(copy.deepcopy(cfg))
     device = dist.init(cfg.run.device)
+    local_batch_size(cfg.optim.batch_size)  # the global batch must split evenly: fail before any output
     if cfg.run.deterministic:
         torch.use_deterministic_algorithms(True)
     seed_everything(cfg.run.seed)
@@ -210,8 +220,8 @@ def pretrain(cfg: Config, resume: bool = False) -> RunResult:
                   "z_std": std, "z_std_sqrt_d": normalised_std(std, dim), "lr": lr,
                   "epoch_seconds": round(time.perf_counter() - t_epoch, 2),
                   "images_per_s": round(n_steps * cfg.optim.batch_size / (time.perf_counter() - t_epoch), 1)}
-        if skipped:
-            all_skipped = dist.all_gather_objects(skipped)
+        all_skipped = dist.all_gather_objects(skipped)  # collective: every rank calls it, skipped or not
+        if all_skipped:
             record["skipped_images"] = len(all_skipped)
             log.warn(f"epoch {epoch + 1}: skipped {len(all_skipped)} unreadable image(s), e.g. {all_skipped[:3]}")
         is_last = epoch + 1 == cfg.optim.epochs

@@ -3,8 +3,8 @@
 :class:`BatchAugment` draws the same per-image random parameters as the torchvision pipeline of
 :func:`~simsiam.augment.per_image.build_view_transform` (same distributions, parameter by
 parameter) and applies them to a whole batch at once, on whatever device the batch is on. There
-are no per-image Python loops and no host syncs, so on a GPU the augmentation of a batch costs
-a few kernel launches instead of a DataLoader full of PIL work.
+are no per-image Python loops, and on an accelerator no host syncs, so on a GPU the augmentation
+of a batch costs a few dozen kernel launches instead of a DataLoader full of PIL work.
 
 Known, deliberate differences from the per-image path (none changes a parameter's distribution):
 
@@ -17,6 +17,7 @@ Known, deliberate differences from the per-image path (none changes a parameter'
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Optional
 
@@ -38,6 +39,19 @@ _JITTER_NAMES = ("brightness", "contrast", "saturation", "hue")
 # Batched functional ops. ``x`` is float (B, C, H, W) in [0, 1]; factors are per image, shape (B,).
 # ---------------------------------------------------------------------------------------------
 
+def _constant(values: tuple[float, ...], like: torch.Tensor) -> torch.Tensor:
+    """A small constant tensor on ``like``'s device and dtype, made once.
+
+    Creating it anew each batch would be a blocking host-to-device copy on a GPU.
+    """
+    return _cached_constant(tuple(values), like.device, like.dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_constant(values: tuple[float, ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return torch.tensor(values, device=device, dtype=dtype)
+
+
 def _per_image(t: torch.Tensor) -> torch.Tensor:
     """A (B,) tensor viewed as (B, 1, 1, 1) to broadcast over an image batch."""
     return t.view(-1, 1, 1, 1)
@@ -54,21 +68,26 @@ def rgb_to_grayscale(x: torch.Tensor) -> torch.Tensor:
 def _blend(x: torch.Tensor, other: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """``factor * x + (1 - factor) * other`` clamped to [0, 1], as torchvision's ``_blend``.
 
-    A factor of exactly 1 returns ``x`` unchanged bit for bit, which is how images that skip an op
-    pass through it without a ``torch.where``.
+    ``torch.lerp`` is one fused kernel (the three-op form costs about 3x on CPU); ``other`` may be
+    a (B, 1, H, W) or (B, 1, 1, 1) reference broadcast over the channels.
     """
-    f = _per_image(factor)
-    return (f * x + (1.0 - f) * other).clamp_(0.0, 1.0)
+    return torch.lerp(other.expand_as(x), x, _per_image(factor).expand_as(x)).clamp_(0.0, 1.0)
 
 
 def adjust_brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    return (x * _per_image(factor)).clamp_(0.0, 1.0)
+    """Scale the intensities (a blend with black); factors are >= 0, so only the top can clip."""
+    return (x * _per_image(factor)).clamp_(max=1.0)
 
 
 def adjust_contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     """Blend with the mean grey level of each image (torchvision: mean of the luma, one scalar per image)."""
-    mean = rgb_to_grayscale(x).mean(dim=(1, 2, 3), keepdim=True)
-    return _blend(x, mean, factor)
+    channel_means = x.mean(dim=(2, 3))  # (B, C); the luma is linear, so its mean is theirs weighted
+    if x.shape[1] == 3:
+        weights = _constant(LUMA, x)
+        mean = channel_means @ weights
+    else:
+        mean = channel_means[:, 0]
+    return _blend(x, _per_image(mean), factor)
 
 
 def adjust_saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -78,38 +97,44 @@ def adjust_saturation(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
     return _blend(x, rgb_to_grayscale(x), factor)
 
 
-def rgb_to_hsv(x: torch.Tensor) -> torch.Tensor:
-    """RGB (B, 3, H, W) in [0, 1] to HSV with every component in [0, 1] (PIL's convention)."""
-    r, g, b = x.unbind(1)
-    maxc = x.amax(dim=1)
-    minc = x.amin(dim=1)
-    delta = maxc - minc
-    grey = delta == 0
-    # Grey pixels have no hue and zero saturation; dividing by 1 there avoids NaNs.
-    s = delta / torch.where(grey, torch.ones_like(maxc), maxc)
-    d = torch.where(grey, torch.ones_like(delta), delta)
-    h = torch.where(maxc == r, (g - b) / d, torch.where(maxc == g, 2.0 + (b - r) / d, 4.0 + (r - g) / d))
-    h = torch.where(grey, torch.zeros_like(h), h)
-    h = torch.remainder(h / 6.0, 1.0)
-    return torch.stack((h, s, maxc), dim=1)
-
-
-def hsv_to_rgb(hsv: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`rgb_to_hsv`, branch-free: channel n in (R, G, B) uses k = (n' + 6h) mod 6, n' = 5, 3, 1."""
-    h, s, v = hsv.unbind(1)
-    n = torch.tensor([5.0, 3.0, 1.0], device=hsv.device, dtype=hsv.dtype).view(1, 3, 1, 1)
-    k = torch.remainder(n + 6.0 * h.unsqueeze(1), 6.0)
-    ramp = torch.minimum(k, 4.0 - k).clamp_(0.0, 1.0)
-    return v.unsqueeze(1) * (1.0 - s.unsqueeze(1) * ramp)
+# Hue (in sixths of a turn) at which R, G and B are the largest channel.
+_HUE_CENTRES = (0.0, 2.0, 4.0)
 
 
 def adjust_hue(x: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """Rotate the hue of each image by ``shift`` (fraction of a turn, in [-0.5, 0.5])."""
+    """Rotate the hue of each image by ``shift`` (a fraction of a turn, in [-0.5, 0.5]).
+
+    Equal to RGB -> HSV -> (h + shift) mod 1 -> RGB as torchvision does, but without building the
+    HSV image: a rotation keeps V = max and V * S = max - min, and a channel whose centre hue is
+    at circular distance ``dist`` (in sixths) from the new hue equals
+    ``max - (max - min) * clamp(dist - 1, 0, 1)``.
+
+    Written with 0/1 masks and arithmetic rather than ``torch.where``, which is an order of
+    magnitude slower than plain arithmetic on CPU.
+    """
     if x.shape[1] == 1:
         return x
-    hsv = rgb_to_hsv(x)
-    h = torch.remainder(hsv[:, 0] + shift.view(-1, 1, 1), 1.0)
-    return hsv_to_rgb(torch.stack((h, hsv[:, 1], hsv[:, 2]), dim=1)).clamp_(0.0, 1.0)
+    r, g, b = x.unbind(1)
+    maxc = x.amax(dim=1)
+    delta = maxc - x.amin(dim=1)
+    # Which channel is the max picks the sextant formula (torchvision's precedence: red, green, blue).
+    is_r = (maxc == r).to(x.dtype)
+    is_g = (maxc == g).to(x.dtype) * (1.0 - is_r)
+    is_b = 1.0 - is_r - is_g
+    num = is_r * (g - b) + is_g * (b - r) + is_b * (r - g)
+    # Grey pixels (delta 0) have no hue; any finite value works since the output there is max.
+    hue6 = num / (delta + (delta == 0).to(x.dtype)) + 2.0 * is_g + 4.0 * is_b
+    hue6 = torch.remainder(hue6 + 6.0 * shift.view(-1, 1, 1), 6.0)  # in [0, 6)
+    centres = _constant(_HUE_CENTRES, x).view(1, 3, 1, 1)
+    dist = (hue6.unsqueeze(1) - centres).abs_()  # in [0, 6): fold onto the circle
+    dist = torch.minimum(dist, 6.0 - dist)
+    ramp = dist.sub_(1.0).clamp_(0.0, 1.0)
+    return maxc.unsqueeze(1) - delta.unsqueeze(1) * ramp
+
+
+def _grayscale_rgb(x: torch.Tensor) -> torch.Tensor:
+    """RandomGrayscale's output: the luma replicated to the 3 channels."""
+    return rgb_to_grayscale(x).expand_as(x)
 
 
 def gaussian_kernels(sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
@@ -120,15 +145,46 @@ def gaussian_kernels(sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
     return pdf / pdf.sum(dim=1, keepdim=True)
 
 
+# Up to this kernel size the blur is a sum of shifted slices (no per-group overhead); beyond it a
+# grouped convolution is faster. Both compute the same separable filter.
+_SHIFT_BLUR_MAX_KERNEL = 11
+
+
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    """Blur each image with its own sigma: separable grouped convs (groups = B*C), reflect padding."""
-    b, c, h, w = x.shape
-    kernel = gaussian_kernels(sigma.to(x.dtype), kernel_size).repeat_interleave(c, dim=0)  # (B*C, k)
+    """Blur each image with its own sigma: a separable filter with torchvision's kernel and reflect padding.
+
+    torchvision convolves with the 2-D kernel, the outer product of two 1-D kernels; filtering
+    rows then columns is the same filter.
+    """
+    kernel = gaussian_kernels(sigma.to(x.dtype), kernel_size)  # (B, k)
     pad = kernel_size // 2
-    y = F.pad(x.reshape(1, b * c, h, w), (pad, pad, pad, pad), mode="reflect")
-    # Separable: the 2-D kernel torchvision builds is the outer product of these two.
-    y = F.conv2d(y, kernel.view(b * c, 1, 1, kernel_size), groups=b * c)
-    y = F.conv2d(y, kernel.view(b * c, 1, kernel_size, 1), groups=b * c)
+    padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+    if kernel_size <= _SHIFT_BLUR_MAX_KERNEL:
+        return _blur_by_shifts(padded, kernel, x.shape[-2:])
+    return _blur_by_conv(padded, kernel, x.shape[-2:])
+
+
+def _blur_by_shifts(padded: torch.Tensor, kernel: torch.Tensor, hw) -> torch.Tensor:
+    """Rows then columns as ``sum_j kernel[:, j] * shifted slice j``, each weight per image."""
+    (h, w), k = hw, kernel.shape[1]
+    weights = [kernel[:, j].view(-1, 1, 1, 1) for j in range(k)]
+    rows = padded[..., 0:w] * weights[0]
+    for j in range(1, k):
+        rows.addcmul_(padded[..., j:j + w], weights[j])
+    out = rows[..., 0:h, :] * weights[0]
+    for j in range(1, k):
+        out.addcmul_(rows[..., j:j + h, :], weights[j])
+    return out
+
+
+def _blur_by_conv(padded: torch.Tensor, kernel: torch.Tensor, hw) -> torch.Tensor:
+    """Rows then columns as grouped convolutions, one group (and kernel) per image channel."""
+    (h, w), k = hw, kernel.shape[1]
+    b, c = padded.shape[:2]
+    weight = kernel.repeat_interleave(c, dim=0)  # (B*C, k)
+    y = padded.reshape(1, b * c, *padded.shape[-2:])
+    y = F.conv2d(y, weight.view(b * c, 1, 1, k), groups=b * c)
+    y = F.conv2d(y, weight.view(b * c, 1, k, 1), groups=b * c)
     return y.view(b, c, h, w)
 
 
@@ -166,7 +222,8 @@ def sample_crop_boxes(n: int, height: int, width: int, scale: tuple[float, float
     w = torch.round(torch.sqrt(target * ratio))
     h = torch.round(torch.sqrt(target / ratio))
     valid = (w > 0) & (w <= width) & (h > 0) & (h <= height)
-    first = valid.to(torch.uint8).argmax(dim=1, keepdim=True)  # argmax returns the first maximum
+    # Index of the first valid try = the number of invalid tries before it (clamped when none is valid).
+    first = (valid.cumsum(dim=1) == 0).sum(dim=1, keepdim=True).clamp_(max=CROP_TRIES - 1)
     w, h = w.gather(1, first).squeeze(1), h.gather(1, first).squeeze(1)
     offsets = torch.rand((n, 2), generator=generator, device=device)
 
@@ -204,6 +261,33 @@ def crop_resize_flip(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, s
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def _gathers(device: torch.device) -> bool:
+    """Whether :func:`apply_where` gathers the selected images (CPU) or masks the whole batch."""
+    return device.type == "cpu"
+
+
+def apply_where(selected: torch.Tensor, x: torch.Tensor, fn, *per_image_args: torch.Tensor) -> torch.Tensor:
+    """``x`` with ``fn(x, *args)`` applied to the images where ``selected`` (B,) is True, others unchanged.
+
+    May overwrite ``x`` (CPU); pass only a tensor the caller owns.
+
+    On CPU only the selected images are computed (gathered with an index): the jitter runs each op
+    at 4 positions, so computing every op on the whole batch would cost 4x. On an accelerator the
+    index would need a host sync (its size is data-dependent), so there the op runs on the whole
+    batch and ``torch.where`` keeps the unselected images -- cheap there, and sync-free.
+    """
+    if _gathers(x.device):
+        idx = selected.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            return x
+        # In place: ``x`` is always the pipeline's own intermediate (see BatchAugment.apply).
+        return x.index_copy_(0, idx, fn(x.index_select(0, idx), *(a.index_select(0, idx) for a in per_image_args)))
+    return torch.where(_per_image(selected), fn(x, *per_image_args), x)
+
+
+_JITTER_FNS = {BRIGHTNESS: adjust_brightness, CONTRAST: adjust_contrast, SATURATION: adjust_saturation, HUE: adjust_hue}
+
+
 # ---------------------------------------------------------------------------------------------
 # The augmentation.
 # ---------------------------------------------------------------------------------------------
@@ -216,8 +300,8 @@ def normalize_batch(images_uint8: torch.Tensor, mean, std) -> torch.Tensor:
 
 
 def _normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
-    m = torch.tensor(mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    m = _constant(mean, x).view(1, -1, 1, 1)
+    s = _constant(std, x).view(1, -1, 1, 1)
     return (x - m) / s
 
 
@@ -313,11 +397,10 @@ class BatchAugment:
         if self.jitter_ops:
             x = self._color_jitter(x, params)
         if self.use_grayscale:
-            x = torch.where(_per_image(params["grayscale"]), rgb_to_grayscale(x).expand_as(x), x)
+            x = apply_where(params["grayscale"], x, _grayscale_rgb)
         if self.use_blur:
-            blurred = gaussian_blur(x, params["sigma"], self.kernel_size)
-            x = torch.where(_per_image(params["blur"]), blurred, x)
-        return _normalize(x, self.mean, self.std).contiguous()
+            x = apply_where(params["blur"], x, self._blur, params["sigma"])
+        return _normalize(x, self.mean, self.std)
 
     def __call__(self, images_uint8: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
         """One random view of every image of the batch."""
@@ -332,25 +415,19 @@ class BatchAugment:
         if images.dtype != torch.uint8:
             raise TypeError(f"expected uint8 images, got {images.dtype}")
 
+    def _blur(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+        return gaussian_blur(x, sigma, self.kernel_size)
+
     def _color_jitter(self, x: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """ColorJitter with each image's own op order, under RandomApply(p=jitter_p).
 
-        At each of the 4 positions every op runs on the whole batch, but only the images whose
-        permutation puts that op there (and that are jittered at all) are changed: blends get a
-        factor of exactly 1 elsewhere (a bit-exact no-op), the hue rotation is masked.
+        At each of the 4 positions each op changes only the images whose permutation puts it there
+        (and that are jittered at all); see :func:`apply_where`.
         """
         active = params["jitter"]
         for position in range(4):
             op_here = params["order"][:, position]
             for op in self.jitter_ops:
-                selected = active & (op_here == op)
                 name = _JITTER_NAMES[op]
-                if op == HUE:
-                    x = torch.where(_per_image(selected), adjust_hue(x, params["hue"]), x)
-                else:
-                    factor = torch.where(selected, params[name], torch.ones_like(params[name]))
-                    x = _BLEND_OPS[op](x, factor)
+                x = apply_where(active & (op_here == op), x, _JITTER_FNS[op], params[name])
         return x
-
-
-_BLEND_OPS = {BRIGHTNESS: adjust_brightness, CONTRAST: adjust_contrast, SATURATION: adjust_saturation}

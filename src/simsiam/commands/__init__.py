@@ -1,4 +1,4 @@
 """Subcommands of ``simsiam``: each module has ``add_parser(subparsers)`` setting ``run``."""
-from . import knn, presets, pretrain
+from . import embed, export, knn, linear, presets, pretrain, visualize
 
-COMMANDS = [pretrain, knn, presets]
+COMMANDS = [pretrain, knn, linear, embed, export, visualize, presets]

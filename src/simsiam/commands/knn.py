@@ -22,10 +22,13 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import distributed as dist
     from ..pretrained import knn_evaluate
 
     res = knn_evaluate(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, split=args.split,
                        ks=args.k, ts=args.t, device=args.device)
+    if not dist.is_main():  # under torchrun every rank holds the same figures; rank 0 reports them
+        return 0
     print(f"kNN on {res['dataset']} ({res['split']}: {res['queries']} queries, bank {res['bank_size']})")
     print("| k | T | top-1 (%) |\n|---:|---:|---:|")
     for key, acc in res["accuracy"].items():

@@ -21,6 +21,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import distributed as dist
     from ..train import pretrain
 
     cfg = config_from_args(args)
@@ -30,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         cfg.run.out_dir = args.resume
     result = pretrain(cfg, resume=bool(args.resume))
     final = result.final
-    if final:
+    if final and dist.is_main():  # under torchrun every rank returns here; one line is enough
         knn = f", kNN accuracy {final['knn_acc']:.2f}%" if "knn_acc" in final else ""
         print(f"done: {result.epochs_done} epochs, loss {final['loss']:.4f}, "
               f"std*sqrt(d) {final['z_std_sqrt_d']:.3f}{knn}; outputs in {result.run_dir}")

@@ -227,14 +227,14 @@ FOLDER_HOW = (
 )
 
 
-def _split_dir(root: str, split: str) -> str:
-    """The directory of ``split``: train/, or for "test" test/ falling back to val/."""
+def _split_candidates(root: str, split: str) -> list[str]:
+    """Where ``split`` may live: train/, or for "test" test/ and then val/."""
     names = ("train",) if split == "train" else ("test", "val")
-    candidates = [os.path.join(root, n) for n in names]
-    for path in candidates:
-        if os.path.isdir(path):
-            return path
-    raise not_found("imagefolder", f"split {split!r}", [(p, "does not exist") for p in candidates], IMAGEFOLDER_HOW)
+    return [os.path.join(root, n) for n in names]
+
+
+def _find_split_dir(root: str, split: str) -> Optional[str]:
+    return next((p for p in _split_candidates(root, split) if os.path.isdir(p)), None)
 
 
 def _class_names(split_dirs: list[str]) -> list[str]:
@@ -248,6 +248,18 @@ def _class_names(split_dirs: list[str]) -> list[str]:
     return sorted(names)
 
 
+def _labelled_images(split_dir: str, classes: list[str]) -> tuple[list[str], list[int]]:
+    """Image paths under ``split_dir/<class>/`` (recursive) and their class indices."""
+    paths: list[str] = []
+    labels: list[int] = []
+    for label, cls in enumerate(classes):
+        class_dir = os.path.join(split_dir, cls)
+        found = list_images(class_dir) if os.path.isdir(class_dir) else []  # a class may be absent from a split
+        paths += found
+        labels += [label] * len(found)
+    return paths, labels
+
+
 def load_imagefolder(split: str, data_dir: Optional[str] = None) -> ImageFiles:
     """Labelled images under ``data_dir/<split>/<class>/``; classes sorted alphabetically.
 
@@ -255,21 +267,17 @@ def load_imagefolder(split: str, data_dir: Optional[str] = None) -> ImageFiles:
     """
     check_split("imagefolder", split, ("train", "test"))
     root = require_dir("imagefolder", data_dir, IMAGEFOLDER_HOW)
-    split_dir = _split_dir(root, split)
-    other = "test" if split == "train" else "train"
-    split_dirs = [split_dir]
-    try:
-        split_dirs.append(_split_dir(root, other))
-    except FileNotFoundError:
-        pass  # a single split is fine; classes then come from it alone
-    classes = _class_names(split_dirs)
-    paths, labels = [], []
-    for label, cls in enumerate(classes):
-        class_paths = list_images(os.path.join(split_dir, cls)) if os.path.isdir(os.path.join(split_dir, cls)) else []
-        paths += class_paths
-        labels += [label] * len(class_paths)
+    split_dir = _find_split_dir(root, split)
+    if split_dir is None:
+        searched = [(p, "does not exist") for p in _split_candidates(root, split)]
+        raise not_found("imagefolder", f"split {split!r}", searched, IMAGEFOLDER_HOW)
+    # Classes come from both splits (when the other exists) so each class has one index everywhere.
+    other_dir = _find_split_dir(root, "test" if split == "train" else "train")
+    classes = _class_names([d for d in (split_dir, other_dir) if d])
+    paths, labels = _labelled_images(split_dir, classes)
     if not paths:
-        raise not_found("imagefolder", f"images for split {split!r}", [(split_dir, "no images in class subdirectories")], IMAGEFOLDER_HOW)
+        why = "no images in class subdirectories"
+        raise not_found("imagefolder", f"images for split {split!r}", [(split_dir, why)], IMAGEFOLDER_HOW)
     return ImageFiles(paths, labels, "imagefolder", len(classes), classes=classes)
 
 

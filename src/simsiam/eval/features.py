@@ -2,7 +2,8 @@
 
 In-memory datasets are normalised as whole uint8 batches; file datasets go through a DataLoader
 with the centre-crop eval transform, and unreadable files are skipped and listed. Under torchrun
-each rank embeds its own shard and the results are gathered, so every rank returns all features.
+each rank embeds its own shard and the results are gathered, so every rank returns all features,
+in dataset order.
 """
 from __future__ import annotations
 
@@ -95,6 +96,8 @@ def extract_features(net: Callable[[torch.Tensor], torch.Tensor], dataset, *, de
     if dist.is_enabled():
         f, y, k = (dist.all_gather_cat(t.to(device)).cpu() for t in (f, y, k))
         skipped = dist.all_gather_objects(skipped)
+        order = k.argsort()  # back to dataset order, as one process returns them
+        f, y, k = f[order], y[order], k[order]
     return f, y, k.tolist(), skipped
 
 

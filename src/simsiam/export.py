@@ -1,0 +1,194 @@
+"""Export a pretrained backbone for other libraries (paper, section 6.1: transfer to detection).
+
+* ``torchvision``: the backbone's state dict, a plain dict of tensors written with ``torch.save``.
+  A standard backbone (width 64, 3 channels, ImageNet stem) loads into
+  ``torchvision.models.resnet18/34/50()`` with ``strict=False``, only ``fc.weight``/``fc.bias`` missing.
+* ``safetensors``: the same tensors (or, with ``include_heads``, the whole model) as safetensors.
+* ``detectron2``: keys renamed to detectron2's ResNet names (``stem.conv1``, ``res2.0.conv1.norm``,
+  ``res2.0.shortcut`` ...) in ``{"model": ..., "__author__": "simsiam", "matching_heuristics": True}``,
+  a torch file that detectron2's ``DetectionCheckpointer`` reads (``MODEL.WEIGHTS``).
+
+Every file is written atomically: a crash leaves no half-written export.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .checkpoint import save_atomic
+from .config import Config
+from .eval.normalisation import training_normalisation
+from .models import TORCHVISION_EQUIVALENT
+
+FORMATS = ("torchvision", "safetensors", "detectron2")
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    format: str
+    num_tensors: int
+    warnings: list[str] = field(default_factory=list)
+    how_to_load: str = ""
+
+
+def backbone_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The backbone's parameters and buffers (BN running statistics included), on CPU, contiguous."""
+    return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.backbone.state_dict().items()}
+
+
+# ------------------------------------------------------------------------------------------ torchvision
+
+
+def torchvision_mismatches(cfg: Config, in_channels: int) -> list[str]:
+    """Why the stock torchvision constructor would not take this backbone as it is ([] when it would)."""
+    m = cfg.model
+    reasons = []
+    if m.backbone not in TORCHVISION_EQUIVALENT:
+        reasons.append(f"backbone {m.backbone!r} has the CIFAR stem (3x3 stride-1 conv1, no max-pool)")
+    if m.width != 64:
+        reasons.append(f"width {m.width} (torchvision's ResNets have width 64)")
+    if in_channels != 3:
+        reasons.append(f"{in_channels} input channel(s) (torchvision's ResNets take 3)")
+    return reasons
+
+
+def _torchvision_constructor(cfg: Config) -> str:
+    return TORCHVISION_EQUIVALENT.get(cfg.model.backbone, cfg.model.backbone.removesuffix("_cifar"))
+
+
+def torchvision_how_to_load(cfg: Config, in_channels: int, path: Path) -> str:
+    """Python lines that build a matching torchvision model and load the export."""
+    ctor = _torchvision_constructor(cfg)
+    lines = ["import torch, torchvision",
+             f"model = torchvision.models.{ctor}()"]
+    width = cfg.model.width
+    if width != 64:
+        lines.append(f"# no stock constructor has width {width}: build torchvision.models.resnet.ResNet with "
+                     f"width-{width} stages yourself; the key names are torchvision's")
+    if cfg.model.backbone not in TORCHVISION_EQUIVALENT:
+        lines += [f"model.conv1 = torch.nn.Conv2d({in_channels}, {width}, kernel_size=3, stride=1, padding=1, "
+                  "bias=False)  # CIFAR stem",
+                  "model.maxpool = torch.nn.Identity()"]
+    elif in_channels != 3:
+        lines.append(f"model.conv1 = torch.nn.Conv2d({in_channels}, {width}, kernel_size=7, stride=2, padding=3, "
+                     "bias=False)")
+    lines += [f"missing, unexpected = model.load_state_dict(torch.load({str(path)!r}), strict=False)",
+              "# missing == ['fc.weight', 'fc.bias']: add your own head, or model.fc = torch.nn.Identity() "
+              "for pooled features"]
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ detectron2
+
+_STAGE = re.compile(r"^layer([1-4])\.(\d+)\.(.*)$")
+
+
+def detectron2_key(key: str) -> str:
+    """torchvision ResNet name -> detectron2 ResNet name.
+
+    conv1 -> stem.conv1, bn1 -> stem.conv1.norm, layerN.i -> res{N+1}.i, (in a block) bnK -> convK.norm,
+    downsample.0 -> shortcut, downsample.1 -> shortcut.norm. Parameter suffixes (weight, bias,
+    running_mean, running_var) are kept.
+    """
+    if key.startswith("conv1."):
+        return "stem.conv1." + key[len("conv1."):]
+    if key.startswith("bn1."):
+        return "stem.conv1.norm." + key[len("bn1."):]
+    match = _STAGE.match(key)
+    if not match:
+        raise ValueError(f"cannot map {key!r} to detectron2's ResNet names: not a torchvision ResNet trunk key")
+    stage, block, rest = match.groups()
+    rest = re.sub(r"^bn(\d)\.", r"conv\1.norm.", rest)
+    rest = re.sub(r"^downsample\.0\.", "shortcut.", rest)
+    rest = re.sub(r"^downsample\.1\.", "shortcut.norm.", rest)
+    return f"res{int(stage) + 1}.{block}.{rest}"
+
+
+def to_detectron2(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Renamed tensors; BN batch counters dropped (detectron2's frozen BN has none; they are not weights)."""
+    return {detectron2_key(k): v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+
+
+def detectron2_how_to_load(cfg: Config, path: Path, mean, std) -> str:
+    depth = {"resnet18": 18, "resnet34": 34, "resnet50": 50}.get(_torchvision_constructor(cfg), 50)
+    res2 = "" if depth >= 50 else " MODEL.RESNETS.RES2_OUT_CHANNELS 64"
+    px_mean = [round(255 * m, 3) for m in mean]
+    px_std = [round(255 * s, 3) for s in std]
+    return (f"detectron2 config: MODEL.WEIGHTS {path} MODEL.RESNETS.DEPTH {depth}{res2} "
+            f"MODEL.RESNETS.STRIDE_IN_1X1 False (torchvision puts the stride in the 3x3 conv) "
+            f"INPUT.FORMAT {'RGB' if len(mean) == 3 else 'L'} MODEL.PIXEL_MEAN {px_mean} MODEL.PIXEL_STD {px_std} "
+            "(the normalisation the backbone was trained with)")
+
+
+# ------------------------------------------------------------------------------------------ writing
+
+
+def _write_bytes_atomic(data: bytes, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> Path:
+    from safetensors.torch import save
+
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    return _write_bytes_atomic(save(tensors, metadata=metadata), path)
+
+
+def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path, include_heads: bool = False) -> ExportResult:
+    """Write the checkpoint's backbone (or whole model) in format ``fmt`` to ``out``.
+
+    Raises ``CheckpointError`` for a bad checkpoint and ``ValueError`` for an unknown format.
+    """
+    from .pretrained import load_pretrained
+
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    if include_heads and fmt != "safetensors":
+        raise ValueError("--include-heads is only for --format safetensors; the torchvision and detectron2 "
+                         "formats hold the backbone only")
+    model, cfg = load_pretrained(checkpoint)
+    in_channels = model.backbone.conv1.in_channels
+    out = Path(out)
+    state = backbone_state(model)
+    mismatches = torchvision_mismatches(cfg, in_channels)
+    warnings = []
+    if mismatches and fmt in ("torchvision", "detectron2"):
+        warnings.append("this backbone is not a standard one (" + "; ".join(mismatches) + "): only a standard "
+                        "backbone (width 64, 3 channels, ImageNet stem) matches the stock "
+                        f"{'torchvision constructor' if fmt == 'torchvision' else 'detectron2 ResNet'} as it is")
+    if fmt == "torchvision":
+        save_atomic(state, out)
+        how = torchvision_how_to_load(cfg, in_channels, out)
+        tensors = state
+    elif fmt == "safetensors":
+        tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()} if include_heads \
+            else state
+        metadata = {"producer": "simsiam", "backbone": cfg.model.backbone, "width": str(cfg.model.width),
+                    "in_channels": str(in_channels), "contents": "model" if include_heads else "backbone"}
+        save_safetensors(tensors, out, metadata)
+        how = f"from safetensors.torch import load_file; state = load_file({str(out)!r})"
+    else:
+        tensors = to_detectron2(state)
+        save_atomic({"model": tensors, "__author__": "simsiam", "matching_heuristics": True}, out)
+        mean, std = training_normalisation(cfg, in_channels)
+        how = detectron2_how_to_load(cfg, out, mean, std)
+    return ExportResult(path=out, format=fmt, num_tensors=len(tensors), warnings=warnings, how_to_load=how)
