@@ -55,7 +55,7 @@ def _small_digits(tmp_path: Path, batch: int = 32):
     cfg = get_preset("digits")
     cfg.model.width, cfg.model.proj_hidden, cfg.model.dim = 4, 32, 32
     cfg.optim.batch_size = batch
-    cfg.run.out_dir, cfg.run.quiet = str(tmp_path / "run"), True
+    cfg.run.out_dir, cfg.run.quiet, cfg.run.device = str(tmp_path / "run"), True, "cpu"
     return resolve(cfg)
 
 
@@ -112,6 +112,58 @@ def test_two_processes_with_sync_bn_take_the_same_step_as_one(tmp_path):
     assert not torch.allclose(per_device["loss"], single["loss"], atol=1e-5)
 
 
+# --------------------------------------- the CPU SyncBN layer alone, in the cases the heads use
+def _bn_cases() -> list[tuple[torch.nn.Module, torch.Tensor, torch.Tensor]]:
+    """(a BN layer, an input batch of 8, an output gradient): BN1d without affine (projector output,
+    Table 3c footnote), BN2d on channels_last input with a shifted mean, cumulative momentum."""
+    g = torch.Generator().manual_seed(2)
+    bn1 = torch.nn.BatchNorm1d(6, affine=False)
+    bn2 = torch.nn.BatchNorm2d(5)
+    bn3 = torch.nn.BatchNorm2d(3, momentum=None)
+    with torch.no_grad():
+        bn2.weight.copy_(torch.rand(5, generator=g) + 0.5)
+        bn2.bias.copy_(torch.randn(5, generator=g))
+    x2 = (torch.randn(8, 5, 4, 4, generator=g) * 2 + 30).contiguous(memory_format=torch.channels_last)
+    return [(bn1, torch.randn(8, 6, generator=g), torch.randn(8, 6, generator=g)),
+            (bn2, x2, torch.randn(8, 5, 4, 4, generator=g)),
+            (bn3, torch.randn(8, 3, 2, 2, generator=g), torch.randn(8, 3, 2, 2, generator=g))]
+
+
+def _bn_forward_backward(bn, x, dy) -> dict:
+    x = x.clone().requires_grad_()
+    y = bn.train()(x)
+    y.backward(dy)
+    grads = {n: p.grad.clone() for n, p in bn.named_parameters()}
+    return {"y": y.detach(), "dx": x.grad, "grads": grads, "buffers": {n: b.clone() for n, b in bn.named_buffers()}}
+
+
+def _bn_worker(rank, port, out_dir):
+    _join(rank, port)
+    from simsiam.sync_bn import convert_sync_batchnorm
+
+    results = []
+    for bn, x, dy in _bn_cases():
+        mine = slice(rank * 4, (rank + 1) * 4)
+        results.append(_bn_forward_backward(convert_sync_batchnorm(bn, torch.device("cpu")), x[mine], dy[mine]))
+    torch.save(results, Path(out_dir) / f"bn{rank}.pt")
+    dist.cleanup()
+
+
+def test_cpu_sync_batchnorm_over_two_halves_equals_batchnorm_over_the_whole(tmp_path):
+    _spawn(_bn_worker, str(tmp_path))
+    halves = [torch.load(tmp_path / f"bn{r}.pt") for r in range(WORLD)]
+    for i, (bn, x, dy) in enumerate(_bn_cases()):
+        whole = _bn_forward_backward(bn, x, dy)
+        for key in ("y", "dx"):
+            joined = torch.cat([halves[0][i][key], halves[1][i][key]])
+            assert torch.allclose(joined, whole[key], atol=1e-5), (i, key)
+        for name, grad in whole["grads"].items():  # local sums; DDP would average them
+            assert torch.allclose(halves[0][i]["grads"][name] + halves[1][i]["grads"][name], grad, atol=1e-5)
+        for name, buf in whole["buffers"].items():  # same running statistics on both ranks
+            for r in range(WORLD):
+                assert torch.allclose(halves[r][i]["buffers"][name].float(), buf.float(), atol=1e-5), (i, name)
+
+
 # ------------------------------------------------------------------ (b) pretrain and resume
 class _Interrupted(Exception):
     pass
@@ -150,6 +202,7 @@ def _tiny_run(tmp_path: Path, name: str):
     cfg.data.train_limit, cfg.data.eval_limit = 512, 200  # 4 steps of the global batch 128
     cfg.optim.epochs = 2
     cfg.run.out_dir, cfg.run.quiet = str(tmp_path / name), True
+    cfg.run.device = "cpu"  # gloo processes, also on a machine with one GPU
     return cfg
 
 
@@ -274,7 +327,7 @@ def test_torchrun_cli_trains_then_refuses_to_overwrite_on_every_rank(tmp_path):
     torchrun = str(Path(sys.executable).parent / "torchrun") if (Path(sys.executable).parent / "torchrun").exists() \
         else "torchrun"
     cmd = [torchrun, "--standalone", "--nproc-per-node", str(WORLD), "-m", "simsiam", "pretrain", "--preset", "digits",
-           "--out-dir", str(tmp_path / "run"), "--epochs", "1", "--quiet", "data.train_limit=256",
+           "--out-dir", str(tmp_path / "run"), "--epochs", "1", "--quiet", "--device", "cpu", "data.train_limit=256",
            "data.eval_limit=100", "model.width=4"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)

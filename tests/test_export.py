@@ -65,6 +65,17 @@ def test_cifar_stem_export_warns_and_matches_the_documented_surgery(tmp_path, ca
     _features_equal(tv, model.backbone, size=16)
 
 
+def test_how_to_load_lines_rebuild_a_narrow_one_channel_backbone_in_torchvision(tmp_path):
+    """The printed recipe is runnable: it gives a torchvision model with the backbone's features."""
+    path, model, _ = make_checkpoint_file(tmp_path / "narrow.pt", backbone="resnet18_cifar", width=8, in_channels=1)
+    res = export_checkpoint(path, "torchvision", tmp_path / "narrow.pth")
+    assert res.warnings and "width 8" in res.warnings[0]
+    namespace: dict = {}
+    exec(res.how_to_load, namespace)  # noqa: S102 - our own generated code
+    assert sorted(namespace["missing"]) == ["fc.bias", "fc.weight"] and namespace["unexpected"] == []
+    _features_equal(namespace["model"], model.backbone, in_channels=1, size=8)
+
+
 def test_safetensors_export_round_trips(standard_ckpt, tmp_path):
     path, model, _ = standard_ckpt
     res = export_checkpoint(path, "safetensors", tmp_path / "b.safetensors")
@@ -115,6 +126,8 @@ def test_export_errors_are_clear(standard_ckpt, tmp_path):
         export_checkpoint(tmp_path / "nothing.pt", "torchvision", tmp_path / "x.pth")
     with pytest.raises(ValueError, match="unknown export format 'onnx'"):
         export_checkpoint(path, "onnx", tmp_path / "x.onnx")
+    with pytest.raises(ValueError, match="name it .pth"):
+        export_checkpoint(path, "detectron2", tmp_path / "x.pkl")
     with pytest.raises(ValueError, match="only for --format safetensors"):
         export_checkpoint(path, "torchvision", tmp_path / "x.pth", include_heads=True)
     (tmp_path / "junk.pt").write_bytes(b"garbage")

@@ -84,6 +84,34 @@ class OptimConfig:
     weight_decay: float = 1e-4  # on every parameter, BN included (paper)
     warmup_epochs: float = 0.0
     fix_pred_lr: bool = True  # constant predictor lr (Table 1c; used by every later experiment)
+    optimizer: str = "sgd"  # "sgd" (SimSiam, MoCo v2) or "lars" (SimCLR, BYOL, SwAV at batch 4096)
+
+
+@dataclass
+class HypothesisConfig:
+    """Section 5's proof-of-concept variants; each field is read only by the method that implements it."""
+
+    kstep: int = 0  # method=simsiam_kstep: SGD steps per refresh of the cached eta (1 = SimSiam, -1 = one epoch)
+    ema_m: float = 0.0  # method=simsiam_ema: eta_x <- m eta_x + (1-m) F(T'(x)) per image (paper: 0.8; 0 = none)
+
+
+@dataclass
+class MethodsConfig:
+    """Section 6: SimCLR, MoCo v2, BYOL, SwAV and the cross-ablations of 6.2.
+
+    ``None`` fields take the chosen method's own default (``METHOD_DEFAULTS``) when resolved.
+    """
+
+    temperature: Optional[float] = None  # softmax temperature: SimCLR 0.1, MoCo v2 0.2, SwAV 0.1
+    momentum: Optional[float] = None  # EMA of the target encoder: MoCo v2 0.999; BYOL's base 0.99 (cosine to 1), 0 = no momentum encoder
+    predictor: bool = False  # SimCLR/SwAV + SimSiam's prediction MLP on the predicting branch (section 6.2)
+    stop_grad: Optional[bool] = None  # SimCLR: on the key branch (default off); SwAV: on the Sinkhorn targets (default on); BYOL with momentum 0: on the target (default on)
+    moco_queue: int = 65536  # MoCo's queue of negative keys, K (clipped, with a warning, when longer than the data)
+    swav_prototypes: int = 3000  # SwAV's number of prototypes (clusters)
+    sinkhorn_iters: int = 3  # Sinkhorn-Knopp iterations for SwAV's targets
+    sinkhorn_eps: float = 0.05  # Sinkhorn-Knopp entropy regularisation epsilon
+    swav_queue: int = 0  # past embeddings per view added to Sinkhorn's batch once full (small batches); 0 = none
+    swav_freeze_prototypes_epochs: float = 0.0  # prototypes get no update for this many epochs (SwAV: 1)
 
 
 @dataclass
@@ -118,6 +146,8 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    hypothesis: HypothesisConfig = field(default_factory=HypothesisConfig)
+    methods: MethodsConfig = field(default_factory=MethodsConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
@@ -134,6 +164,16 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss.similarity": ("cosine", "cross_entropy"),
     "loss.symmetry": ("symmetric", "asymmetric", "asymmetric2x"),
     "run.amp": ("auto", "bf16", "off"),
+    "optim.optimizer": ("sgd", "lars"),
+}
+
+# Section 6: each method's own value for a ``methods.*`` field left at None. A method reads only its
+# own fields; see ``_check_methods`` for the fields that would otherwise be silently ignored.
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "simclr": {"temperature": 0.1, "stop_grad": False},
+    "moco": {"temperature": 0.2, "momentum": 0.999},
+    "byol": {"momentum": 0.99, "stop_grad": True},
+    "swav": {"temperature": 0.1, "stop_grad": True},
 }
 
 
@@ -284,7 +324,53 @@ def validate(cfg: Config) -> Config:
             raise ConfigError(f"{key} must be positive, got {value}")
     if cfg.model.proj_layers < 1:
         raise ConfigError(f"model.proj_layers must be at least 1, got {cfg.model.proj_layers}")
+    _check_hypothesis(cfg)
+    _check_methods(cfg)
     return cfg
+
+
+def _check_hypothesis(cfg: Config) -> None:
+    """A section-5 field set without the method that reads it would be silently ignored: refuse it."""
+    h = cfg.hypothesis
+    if (h.kstep != 0) != (cfg.method == "simsiam_kstep"):
+        raise ConfigError(f"hypothesis.kstep={h.kstep} with method={cfg.method!r}: the k-step alternation is "
+                          "method=simsiam_kstep with hypothesis.kstep=K (K >= 1, or -1 for one epoch)")
+    if h.kstep < -1:
+        raise ConfigError(f"hypothesis.kstep must be >= 1, or -1 for one epoch, got {h.kstep}")
+    if h.ema_m != 0 and cfg.method != "simsiam_ema":
+        raise ConfigError(f"hypothesis.ema_m={h.ema_m} is read only by method=simsiam_ema (set it too)")
+    if not 0 <= h.ema_m < 1:
+        raise ConfigError(f"hypothesis.ema_m must be in [0, 1), got {h.ema_m}")
+
+
+def _check_methods(cfg: Config) -> None:
+    """Section-6 switches that the chosen method would silently ignore, and values out of range."""
+    m = cfg.methods
+    own = METHOD_DEFAULTS.get(cfg.method, {})
+    stop_grad = m.stop_grad if m.stop_grad is not None else own.get("stop_grad")
+    momentum = m.momentum if m.momentum is not None else own.get("momentum")
+    for name in ("temperature", "momentum", "stop_grad"):
+        if getattr(m, name) is not None and name not in own:
+            users = "/".join(k for k, v in METHOD_DEFAULTS.items() if name in v)
+            raise ConfigError(f"methods.{name} is read only by method={users}, not by method={cfg.method!r}")
+    if m.predictor and cfg.method not in ("simclr", "swav"):
+        raise ConfigError(f"methods.predictor=true is the SimCLR/SwAV cross-ablation (section 6.2); method="
+                          f"{cfg.method!r} " + ("has none to add" if cfg.method == "moco" else "always has its predictor"))
+    if cfg.method == "byol" and stop_grad is False and momentum:
+        raise ConfigError("methods.stop_grad=false for BYOL needs methods.momentum=0: a momentum target "
+                          "never receives a gradient")
+    if m.temperature is not None and m.temperature <= 0:
+        raise ConfigError(f"methods.temperature must be positive, got {m.temperature}")
+    if m.momentum is not None and not 0 <= m.momentum < 1:
+        raise ConfigError(f"methods.momentum must be in [0, 1), got {m.momentum}")
+    for key, value in (("moco_queue", m.moco_queue), ("swav_prototypes", m.swav_prototypes),
+                       ("sinkhorn_iters", m.sinkhorn_iters)):
+        if value < 1:
+            raise ConfigError(f"methods.{key} must be at least 1, got {value}")
+    if m.sinkhorn_eps <= 0 or m.swav_queue < 0 or m.swav_freeze_prototypes_epochs < 0:
+        raise ConfigError(f"methods.sinkhorn_eps must be positive and methods.swav_queue, "
+                          f"methods.swav_freeze_prototypes_epochs non-negative; got {m.sinkhorn_eps}, "
+                          f"{m.swav_queue}, {m.swav_freeze_prototypes_epochs}")
 
 
 def resolve(cfg: Config) -> Config:
@@ -298,4 +384,7 @@ def resolve(cfg: Config) -> Config:
             setattr(cfg.aug, f.name, recipe[f.name])
     if cfg.model.pred_hidden == 0:
         cfg.model.pred_hidden = max(1, cfg.model.dim // 4)
+    for name, value in METHOD_DEFAULTS.get(cfg.method, {}).items():
+        if getattr(cfg.methods, name) is None:
+            setattr(cfg.methods, name, value)
     return cfg

@@ -93,6 +93,36 @@ def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
     return torch.cat([c[: int(s.item())] for c, s in zip(chunks, sizes)])
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """Forward: every rank's ``t`` concatenated. Backward: rank r's rows of the output depend on
+    rank r's input only, so its input gradient is the sum over ranks of their gradient for those rows."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        parts = [torch.empty_like(t) for _ in range(world_size())]
+        dist.all_gather(parts, t.contiguous())
+        return torch.cat(parts)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)  # all-reduce, not reduce-scatter: gloo has no reduce-scatter
+        n = grad.shape[0] // world_size()
+        return grad[rank() * n:(rank() + 1) * n]
+
+
+def gather_with_grad(t: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``t`` (same shape on every rank) from every rank along dim 0, WITH gradient.
+
+    For losses whose negatives come from the global batch (SimCLR): the gradient a rank computes
+    for another rank's rows is sent back and summed there, so after DDP's gradient averaging the
+    update equals one process computing the loss of the mean over ranks. Identity in one process.
+    """
+    if not is_enabled():
+        return t
+    return _GatherWithGrad.apply(t)
+
+
 def all_gather_objects(items: list) -> list:
     """Concatenate a Python list from every rank (for small things: file paths, counts)."""
     if not is_enabled():

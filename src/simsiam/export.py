@@ -25,6 +25,7 @@ from .checkpoint import save_atomic
 from .config import Config
 from .eval.normalisation import training_normalisation
 from .models import TORCHVISION_EQUIVALENT
+from .pretrained import load_pretrained
 
 FORMATS = ("torchvision", "safetensors", "detectron2")
 
@@ -63,25 +64,37 @@ def _torchvision_constructor(cfg: Config) -> str:
     return TORCHVISION_EQUIVALENT.get(cfg.model.backbone, cfg.model.backbone.removesuffix("_cifar"))
 
 
-def torchvision_how_to_load(cfg: Config, in_channels: int, path: Path) -> str:
-    """Python lines that build a matching torchvision model and load the export."""
+def torchvision_how_to_load(backbone: nn.Module, cfg: Config, path: Path) -> str:
+    """Python lines that build a matching torchvision model and load the export (runnable as they are).
+
+    A standard backbone needs only the stock constructor. Otherwise the lines rebuild what differs
+    with torchvision's own parts: the stem (CIFAR: 3x3 stride-1 conv, no max-pool; other channel
+    counts) and, for another width, the four stages through torchvision's ``ResNet._make_layer``.
+    """
     ctor = _torchvision_constructor(cfg)
-    lines = ["import torch, torchvision",
-             f"model = torchvision.models.{ctor}()"]
     width = cfg.model.width
-    if width != 64:
-        lines.append(f"# no stock constructor has width {width}: build torchvision.models.resnet.ResNet with "
-                     f"width-{width} stages yourself; the key names are torchvision's")
+    in_channels = backbone.conv1.in_channels
+    lines = ["import torch, torchvision", f"model = torchvision.models.{ctor}()"]
     if cfg.model.backbone not in TORCHVISION_EQUIVALENT:
         lines += [f"model.conv1 = torch.nn.Conv2d({in_channels}, {width}, kernel_size=3, stride=1, padding=1, "
                   "bias=False)  # CIFAR stem",
                   "model.maxpool = torch.nn.Identity()"]
-    elif in_channels != 3:
+    elif in_channels != 3 or width != 64:
         lines.append(f"model.conv1 = torch.nn.Conv2d({in_channels}, {width}, kernel_size=7, stride=2, padding=3, "
                      "bias=False)")
+    if width != 64:
+        block = type(backbone.layer1[0]).__name__  # BasicBlock or Bottleneck, torchvision's own classes
+        lines += [f"# width {width}: the stock constructor has width 64; rebuild the stages with torchvision's "
+                  "own builder", f"from torchvision.models.resnet import {block}",
+                  f"model.bn1, model.inplanes = torch.nn.BatchNorm2d({width}), {width}"]
+        for i in range(1, 5):
+            blocks = len(getattr(backbone, f"layer{i}"))
+            lines.append(f"model.layer{i} = model._make_layer({block}, {width * 2 ** (i - 1)}, {blocks}, "
+                         f"stride={1 if i == 1 else 2})")
+        lines.append(f"model.fc = torch.nn.Linear({backbone.num_features}, 1000)")
     lines += [f"missing, unexpected = model.load_state_dict(torch.load({str(path)!r}), strict=False)",
               "# missing == ['fc.weight', 'fc.bias']: add your own head, or model.fc = torch.nn.Identity() "
-              "for pooled features"]
+              "for the pooled features"]
     return "\n".join(lines)
 
 
@@ -158,13 +171,14 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path, include
 
     Raises ``CheckpointError`` for a bad checkpoint and ``ValueError`` for an unknown format.
     """
-    from .pretrained import load_pretrained
-
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
     if include_heads and fmt != "safetensors":
         raise ValueError("--include-heads is only for --format safetensors; the torchvision and detectron2 "
                          "formats hold the backbone only")
+    if fmt == "detectron2" and str(out).endswith(".pkl"):
+        raise ValueError(f"{str(out)!r}: detectron2 reads a .pkl file as a plain pickle of NumPy arrays, but this "
+                         "export is a torch file; name it .pth (detectron2 loads .pth files with torch.load)")
     model, cfg = load_pretrained(checkpoint)
     in_channels = model.backbone.conv1.in_channels
     out = Path(out)
@@ -174,10 +188,12 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path, include
     if mismatches and fmt in ("torchvision", "detectron2"):
         warnings.append("this backbone is not a standard one (" + "; ".join(mismatches) + "): only a standard "
                         "backbone (width 64, 3 channels, ImageNet stem) matches the stock "
-                        f"{'torchvision constructor' if fmt == 'torchvision' else 'detectron2 ResNet'} as it is")
+                        f"{'torchvision constructor' if fmt == 'torchvision' else 'detectron2 ResNet'} as it is"
+                        + ("; the lines printed below rebuild the difference with torchvision's own parts"
+                           if fmt == "torchvision" else ""))
     if fmt == "torchvision":
         save_atomic(state, out)
-        how = torchvision_how_to_load(cfg, in_channels, out)
+        how = torchvision_how_to_load(model.backbone, cfg, out)
         tensors = state
     elif fmt == "safetensors":
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()} if include_heads \

@@ -1,4 +1,6 @@
-"""Training data pipelines: each yields ``{"views": (x1, x2, ...), "labels", "skipped"}`` batches.
+"""Training data pipelines: each yields ``{"views": (x1, x2, ...), "labels", "index", "skipped"}`` batches.
+
+``index`` holds the images' positions in the dataset (per-image state such as section 5's eta bank).
 
 - :class:`BatchedViewLoader`: the dataset is one uint8 tensor on the training device and views
   are made by tensor operations on whole batches (``augment.BatchAugment``). No worker processes,
@@ -15,12 +17,13 @@ import os
 from typing import Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 from . import distributed as dist
 from .augment import BatchAugment, build_view_transform
 from .config import Config
 from .data import InMemoryImages, UnreadableImage
+from .epoch_sampler import EpochSampler
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
@@ -55,19 +58,25 @@ class BatchedViewLoader:
 
     def epoch(self, epoch: int) -> Iterator[dict]:
         # One permutation shared by all ranks; each rank takes its slice of every global batch.
+        # Moved to the device once per epoch: a per-batch copy from pageable memory would make CUDA
+        # wait for the queued work each step.
         order = torch.randperm(len(self.images), generator=torch.Generator().manual_seed(epoch_seed(self.seed, epoch)))
+        order = order.to(self.device)
         gen = torch.Generator(device=self.device).manual_seed(epoch_seed(self.seed, epoch, 1 + dist.rank()))
         r = dist.rank()
         for b in range(len(self)):
             idx = order[b * self.global_batch + r * self.batch: b * self.global_batch + (r + 1) * self.batch]
-            idx = idx.to(self.device, non_blocking=True)
             x = self.images[idx]
             views = tuple(self.augment(x, gen) for _ in range(self.num_views))
-            yield {"views": views, "labels": self.labels[idx], "skipped": []}
+            yield {"views": views, "labels": self.labels[idx], "index": idx, "skipped": []}
 
 
 class _MultiView(Dataset):
-    """``num_views`` independent draws of the transform per image; the path when unreadable."""
+    """``num_views`` independent draws of the transform per image; the path when unreadable.
+
+    Items are keyed ``(view_seed, index)`` (see ``epoch_sampler``): the transforms draw from the
+    global torch RNG, seeded per item inside ``fork_rng`` so that the caller's RNG is left as it was.
+    """
 
     def __init__(self, base, transform, num_views: int):
         self.base, self.transform, self.num_views = base, transform, num_views
@@ -75,21 +84,27 @@ class _MultiView(Dataset):
     def __len__(self):
         return len(self.base)
 
-    def __getitem__(self, i):
+    def __getitem__(self, key):
+        view_seed, i = key
         try:
             img, label = self.base[i]
         except UnreadableImage as err:
             return str(err.path)
-        return tuple(self.transform(img) for _ in range(self.num_views)), label
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(view_seed)
+            views = tuple(self.transform(img) for _ in range(self.num_views))
+        return views, label, i
 
 
 def _collate(batch):
     skipped = [b for b in batch if isinstance(b, str)]
     good = [b for b in batch if not isinstance(b, str)]
     if not good:
-        return {"views": None, "labels": torch.zeros(0, dtype=torch.long), "skipped": skipped}
+        return {"views": None, "labels": torch.zeros(0, dtype=torch.long), "index": torch.zeros(0, dtype=torch.long),
+                "skipped": skipped}
     views = tuple(torch.stack([g[0][v] for g in good]) for v in range(len(good[0][0])))
-    return {"views": views, "labels": torch.tensor([g[1] for g in good]), "skipped": skipped}
+    return {"views": views, "labels": torch.tensor([g[1] for g in good]), "index": torch.tensor([g[2] for g in good]),
+            "skipped": skipped}
 
 
 def default_workers() -> int:
@@ -114,23 +129,21 @@ class PerImageViewLoader:
         if len(dataset) < self.global_batch:
             raise ValueError(f"the dataset has {len(dataset)} training images, fewer than one batch "
                              f"(optim.batch_size={self.global_batch}); lower the batch size")
+        # One DataLoader for the run: its workers persist across epochs (no restart each epoch).
+        # Determinism does not rest on them: the sampler hands every image its view seed.
+        self.sampler = EpochSampler(len(dataset), self.global_batch, dist.rank(), dist.world_size(), self.seed)
+        self.loader = DataLoader(self.dataset, batch_size=self.batch, sampler=self.sampler, num_workers=workers,
+                                 collate_fn=_collate, pin_memory=self.pin, drop_last=True,
+                                 persistent_workers=workers > 0,
+                                 # its own generator: the DataLoader's draws leave the global RNG alone
+                                 generator=torch.Generator().manual_seed(self.seed))
 
     def __len__(self) -> int:
         return len(self.dataset) // self.global_batch
 
     def epoch(self, epoch: int) -> Iterator[dict]:
-        seed = epoch_seed(self.seed, epoch)
-        gen = torch.Generator().manual_seed(seed)
-        torch.manual_seed(epoch_seed(self.seed, epoch, 1 + dist.rank()))  # transforms in the main process
-        if dist.is_enabled():
-            sampler = DistributedSampler(self.dataset, shuffle=True, seed=self.seed, drop_last=True)
-            sampler.set_epoch(epoch)
-        else:
-            sampler = RandomSampler(self.dataset, generator=gen)
-        loader = DataLoader(self.dataset, batch_size=self.batch, sampler=sampler, num_workers=self.workers,
-                            collate_fn=_collate, pin_memory=self.pin, drop_last=True, generator=gen,
-                            persistent_workers=False)
-        for batch in loader:
+        self.sampler.set_epoch(epoch_seed(self.seed, epoch))  # the same on every rank: one shared permutation
+        for batch in self.loader:
             if batch["views"] is not None:
                 batch["views"] = tuple(v.to(self.device, non_blocking=True) for v in batch["views"])
             yield batch

@@ -28,6 +28,11 @@ def build_optimizer(param_groups: list[dict], optim_cfg: OptimConfig) -> torch.o
     """SGD, momentum 0.9, weight decay on every parameter (BN included), as the paper trains."""
     lr = scaled_lr(optim_cfg)
     groups = [dict(g, lr=lr, initial_lr=lr) for g in param_groups]
+    if optim_cfg.optimizer == "lars":  # SimCLR/BYOL/SwAV recipes: biases and BN get plain SGD, no decay
+        from .eval.lars import LARS, lars_param_groups
+
+        groups = [sub for g in groups for sub in lars_param_groups(g.pop("params"), **g)]
+        return LARS(groups, lr=lr, momentum=optim_cfg.momentum, weight_decay=optim_cfg.weight_decay)
     return torch.optim.SGD(groups, lr=lr, momentum=optim_cfg.momentum, weight_decay=optim_cfg.weight_decay)
 
 

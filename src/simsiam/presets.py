@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Callable
 
 from .config import Config
+from .presets_methods import METHOD_PRESETS
 
 
 def imagenet() -> Config:
@@ -75,6 +76,7 @@ PRESETS: dict[str, Callable[[], Config]] = {
     "cifar10": cifar10,
     "imagenet": imagenet,
     "digits": digits,
+    **METHOD_PRESETS,  # section 6: simclr, moco_v2, byol, swav and their fmnist_* CPU recipes
 }
 
 

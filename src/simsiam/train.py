@@ -6,7 +6,6 @@ checkpoint; the run ends with the Figure 2 plots and ``report.md``.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import math
@@ -22,6 +21,7 @@ from torch import nn
 
 from . import checkpoint as ckpt_io
 from . import distributed as dist
+from . import speed
 from .config import Config, from_dict, resolve
 from .data import load_dataset
 from .data.subset import subset
@@ -29,6 +29,7 @@ from .loaders import build_train_loader, local_batch_size
 from .methods import build_method
 from .monitor import KnnMonitor, collapse_std, is_collapsed, normalised_std
 from .optim import build_optimizer, cosine_lr, scaled_lr, set_lr
+from .resources import peak_memory
 from .runlog import RunLog, read_metrics
 from .sync_bn import convert_sync_batchnorm
 
@@ -63,25 +64,20 @@ class _TrainStep(nn.Module):
 
 
 def _autocast(cfg: Config, device: torch.device):
-    amp = cfg.run.amp
-    if amp == "auto":
-        amp = "bf16" if device.type == "cuda" else "off"
-    if amp == "off":
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return speed.autocast(cfg.run.amp, device)  # run.amp=auto: bf16 on CUDA; on CPU see speed.CPU_AUTO_BF16
 
 
 def _wrap_for_training(method: nn.Module, cfg: Config, device: torch.device, log: RunLog) -> nn.Module:
     if cfg.run.channels_last:
         method.to(memory_format=torch.channels_last)
-    if cfg.run.compile:
-        method.compile()  # in place: state_dict keys are unchanged
     step = _TrainStep(method)
     if dist.is_enabled():
         # Every BN of backbone and heads normalises over the global batch (paper); torch's own
         # SyncBatchNorm is GPU-only, so the conversion picks a CPU-capable one on gloo.
         step = convert_sync_batchnorm(step, device) if cfg.run.sync_bn else step
         step = nn.parallel.DistributedDataParallel(step, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.run.compile:  # the whole step, DDP included (torch's advice); eager, with a warning, if it fails
+        step = speed.compile_with_fallback(step, log.warn)
     return step
 
 
@@ -119,9 +115,10 @@ def pretrain(cfg: Config, resume: bool = False) -> RunResult:
     """
     if resume:
         saved = ckpt_io.load(Path(cfg.run.out_dir) / "checkpoint.pt")
-        target_epochs = cfg.optim.epochs
-        cfg = from_dict(saved["config"])
-        cfg.optim.epochs = max(target_epochs, cfg.optim.epochs)  # resume may extend a finished run
+        caller = cfg
+        cfg = from_dict(saved["config"])  # the run's own recipe; only where and how to show it may change
+        cfg.optim.epochs = max(caller.optim.epochs, cfg.optim.epochs)  # resume may extend a finished run
+        cfg.run.out_dir, cfg.run.quiet, cfg.run.device = caller.run.out_dir, caller.run.quiet, caller.run.device
     cfg = resolve(copy.deepcopy(cfg))
     device = dist.init(cfg.run.device)
     local_batch_size(cfg.optim.batch_size)  # the global batch must split evenly: fail before any output
@@ -174,14 +171,17 @@ def pretrain(cfg: Config, resume: bool = False) -> RunResult:
         n_steps, skipped = 0, []
         t_epoch = t_log = time.perf_counter()
         images_since_log = 0
-        for batch in loader.epoch(epoch):
+        batches = loader.epoch(epoch)
+        if hasattr(method, "stream"):  # section 5's variants see batches (and image indices) ahead of their steps
+            batches = method.stream(batches)
+        for batch in batches:
             skipped += batch["skipped"]
             if batch["views"] is None:
                 continue
             lr = cosine_lr(step, total_steps, peak_lr, warmup_steps)
             set_lr(optimizer, lr)
             with autocast:
-                out = step_fn(batch["views"])
+                out = step_fn(speed.to_memory_format(batch["views"], cfg.run.channels_last))
             optimizer.zero_grad(set_to_none=True)
             out["loss"].backward()
             optimizer.step()
@@ -219,7 +219,8 @@ def pretrain(cfg: Config, resume: bool = False) -> RunResult:
         record = {"kind": "epoch", "epoch": epoch, "epochs_done": epoch + 1, "step": step, "loss": epoch_loss,
                   "z_std": std, "z_std_sqrt_d": normalised_std(std, dim), "lr": lr,
                   "epoch_seconds": round(time.perf_counter() - t_epoch, 2),
-                  "images_per_s": round(n_steps * cfg.optim.batch_size / (time.perf_counter() - t_epoch), 1)}
+                  "images_per_s": round(n_steps * cfg.optim.batch_size / (time.perf_counter() - t_epoch), 1),
+                  **peak_memory(device)}
         all_skipped = dist.all_gather_objects(skipped)  # collective: every rank calls it, skipped or not
         if all_skipped:
             record["skipped_images"] = len(all_skipped)

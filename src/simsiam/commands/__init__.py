@@ -1,4 +1,4 @@
 """Subcommands of ``simsiam``: each module has ``add_parser(subparsers)`` setting ``run``."""
-from . import embed, export, knn, linear, presets, pretrain, visualize
+from . import bench, embed, export, knn, linear, presets, pretrain, reproduce, visualize
 
-COMMANDS = [pretrain, knn, linear, embed, export, visualize, presets]
+COMMANDS = [pretrain, knn, linear, embed, export, visualize, presets, reproduce, bench]

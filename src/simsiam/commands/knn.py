@@ -18,6 +18,9 @@ def add_parser(sub) -> None:
     p.add_argument("--t", type=float, nargs="+", default=[0.1], help="temperatures")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", metavar="FILE", help="also write the results as JSON here")
+    p.add_argument("--baselines", action="store_true",
+                   help="also give raw pixels and the randomly initialised network under the same protocol "
+                        "(first k and t)")
     p.set_defaults(run=run)
 
 
@@ -34,7 +37,31 @@ def run(args: argparse.Namespace) -> int:
     for key, acc in res["accuracy"].items():
         k, t = (part.split("=")[1] for part in key.split(","))
         print(f"| {k} | {t} | {acc:.2f} |")
+    if args.baselines:
+        res["baselines"] = _baselines(args)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(res, fh, indent=2)
     return 0
+
+
+def _baselines(args: argparse.Namespace) -> dict:
+    from ..checkpoint import load
+    from ..config import from_dict
+    from ..eval.baselines import baseline_knn
+
+    cfg = from_dict(load(args.checkpoint)["config"])
+    if args.dataset:
+        cfg.data.dataset = args.dataset
+    if args.data_dir:
+        cfg.data.data_dir = args.data_dir
+    cfg.data.train_limit = cfg.data.eval_limit = 0
+    cfg.data.eval_split = args.split
+    k, t = args.k[0], args.t[0]
+    base = baseline_knn(cfg, k=k, t=t, device=args.device)
+    names = {"raw_pixels": "raw pixels in [0, 1]", "standardised_pixels": "standardised pixels",
+             "random_init": "same network, random init"}
+    print(f"baselines, k={k}, T={t}:")
+    for key, acc in base.items():
+        print(f"  {names[key]:28s} {acc:.2f}%")
+    return base

@@ -25,6 +25,9 @@ def add_parser(sub) -> None:
                    help="put a non-affine BatchNorm1d before the linear layer (MoCo v3 / MAE style)")
     p.add_argument("--no-aug", action="store_true",
                    help="train on un-augmented images; implies --cached-features")
+    p.add_argument("--crop-min-scale", type=float, default=0.08,
+                   help="smallest crop area of the RandomResizedCrop training views (0.08: torchvision's and the "
+                        "paper's; small images may prefer a milder crop)")
     p.add_argument("--cached-features", action="store_true",
                    help="extract the features once and train the classifier on them (fast on CPU; no augmentation)")
     p.add_argument("--dataset", help="dataset to evaluate on (default: the one it was trained on)")
@@ -43,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     from ..eval.linear import linear_config, linear_evaluate
 
     cfg = linear_config(args.preset, epochs=args.epochs, batch_size=args.batch_size, base_lr=args.lr,
-                        bn_head=args.bn_head, augment=not args.no_aug, cached_features=args.cached_features,
+                        bn_head=args.bn_head, augment=not args.no_aug,
+                        crop_scale_min=args.crop_min_scale, cached_features=args.cached_features,
                         dataset=args.dataset, data_dir=args.data_dir, train_limit=args.train_limit,
                         eval_limit=args.eval_limit, image_size=args.image_size, device=args.device, seed=args.seed)
     progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))

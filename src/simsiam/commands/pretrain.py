@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
         cfg.monitor.stop_on_collapse = True
     if args.resume:
         cfg.run.out_dir = args.resume
+        cfg.optim.epochs = args.epochs or 0  # 0: keep the run's own number of epochs
     result = pretrain(cfg, resume=bool(args.resume))
     final = result.final
     if final and dist.is_main():  # under torchrun every rank returns here; one line is enough

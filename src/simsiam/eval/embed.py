@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from ..data import ImageFiles, load_dataset
+from ..pretrained import load_pretrained
 from .features import eval_mode, extract_features
 from .normalisation import training_normalisation
 
@@ -39,8 +40,6 @@ def embed_folder(checkpoint: str | Path, data_dir: str | Path, out_dir: str | Pa
     ``image_size`` 0 means the checkpoint's training size (e.g. 28 for Fashion-MNIST; 224 when
     it trained at native size on files). Returns a summary: counts, dimension, paths written.
     """
-    from ..pretrained import load_pretrained  # here: pretrained imports this package
-
     t_start = time.perf_counter()
     dev = torch.device(device)
     model, cfg = load_pretrained(checkpoint, dev)

@@ -34,6 +34,7 @@ from torch import nn
 from ..data import load_dataset
 from ..data.subset import subset
 from ..optim import cosine_lr, set_lr
+from ..pretrained import load_pretrained
 from .features import extract_features
 from .frozen import assert_backbone_unchanged, backbone_state_from_disk, freeze
 from .lars import build_lars
@@ -57,6 +58,7 @@ class LinearConfig:
     lars_eta: float = 0.001  # LARS trust coefficient (as the released code's LARC)
     bn_head: bool = False  # a non-affine BatchNorm1d before the linear layer (MoCo v3 / MAE)
     augment: bool = True  # crop + flip training views; False implies cached_features
+    crop_scale_min: float = 0.08  # RandomResizedCrop area range (min, 1); 0.08 is torchvision's, as the paper
     cached_features: bool = False  # extract features once and train on them
     dataset: str = ""  # "": the dataset the checkpoint was trained on
     data_dir: Optional[str] = None
@@ -103,6 +105,8 @@ def _validate(cfg: LinearConfig) -> LinearConfig:
             raise ValueError(f"{name} must be positive, got {getattr(cfg, name)}")
     if cfg.base_lr <= 0:
         raise ValueError(f"the learning rate must be positive, got {cfg.base_lr}")
+    if not 0 < cfg.crop_scale_min <= 1:
+        raise ValueError(f"crop_scale_min must be in (0, 1], got {cfg.crop_scale_min}")
     return cfg
 
 
@@ -222,8 +226,6 @@ def linear_evaluate(checkpoint: str | Path, cfg: Optional[LinearConfig] = None,
     ``progress(line)`` gets one line per epoch when given. Raises ``CheckpointError`` for a bad
     checkpoint and :class:`~simsiam.eval.frozen.BackboneChanged` if the backbone was modified.
     """
-    from ..pretrained import load_pretrained  # here: pretrained imports this package
-
     cfg = _validate(cfg or linear_config())
     t_start = time.perf_counter()
     device = _device(cfg.device)
@@ -261,7 +263,7 @@ def linear_evaluate(checkpoint: str | Path, cfg: Optional[LinearConfig] = None,
     else:
         size = image_size or train_set.image_size or 224
         batch = min(cfg.batch_size, len(train_set))
-        views = build_crop_flip_views(train_set, size, batch, device, cfg.seed)
+        views = build_crop_flip_views(train_set, size, batch, device, cfg.seed, cfg.crop_scale_min)
 
         def backbone_batches(epoch: int):
             for x, y in views.epoch(epoch):

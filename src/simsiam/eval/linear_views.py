@@ -29,20 +29,21 @@ from ..loaders import default_workers, epoch_seed
 LINEAR_CROP_SCALE = (0.08, 1.0)
 
 
-def crop_flip_aug() -> AugConfig:
+def crop_flip_aug(crop_scale_min: float = LINEAR_CROP_SCALE[0]) -> AugConfig:
     """An AugConfig with crop + flip only: every colour op and the blur have probability 0."""
-    return AugConfig(recipe="cifar", crop_scale_min=LINEAR_CROP_SCALE[0], crop_scale_max=LINEAR_CROP_SCALE[1],
+    return AugConfig(recipe="cifar", crop_scale_min=crop_scale_min, crop_scale_max=LINEAR_CROP_SCALE[1],
                      flip_p=0.5, jitter_p=0.0, grayscale_p=0.0, blur_p=0.0)
 
 
 class BatchedCropFlip:
     """Crop + flip views of an in-memory dataset, made on whole batches with tensor ops."""
 
-    def __init__(self, dataset: InMemoryImages, size: int, batch_size: int, device: torch.device, seed: int = 0):
+    def __init__(self, dataset: InMemoryImages, size: int, batch_size: int, device: torch.device, seed: int = 0,
+                 crop_scale_min: float = LINEAR_CROP_SCALE[0]):
         self.images = dataset.images.to(device)  # (N, C, H, W) uint8, kept on the device
         self.labels = dataset.labels.to(device)
         self.batch_size, self.device, self.seed = batch_size, device, seed
-        self.augment = BatchAugment(crop_flip_aug(), size, dataset.channels, dataset.mean, dataset.std)
+        self.augment = BatchAugment(crop_flip_aug(crop_scale_min), size, dataset.channels, dataset.mean, dataset.std)
 
     def __len__(self) -> int:
         return math.ceil(len(self.images) / self.batch_size)
@@ -85,8 +86,8 @@ class PerImageCropFlip:
     """Crop + flip views of image files, decoded and transformed per image in DataLoader workers."""
 
     def __init__(self, dataset, size: int, batch_size: int, device: torch.device, seed: int = 0,
-                 num_workers: int = -1):
-        transform = build_view_transform(crop_flip_aug(), size, dataset.channels, dataset.mean, dataset.std)
+                 crop_scale_min: float = LINEAR_CROP_SCALE[0], num_workers: int = -1):
+        transform = build_view_transform(crop_flip_aug(crop_scale_min), size, dataset.channels, dataset.mean, dataset.std)
         self.dataset = _OneView(dataset, transform)
         self.batch_size, self.device, self.seed = batch_size, device, seed
         self.workers = num_workers if num_workers >= 0 else default_workers()
@@ -105,8 +106,9 @@ class PerImageCropFlip:
                 yield batch[0].to(self.device, non_blocking=True), batch[1].to(self.device, non_blocking=True)
 
 
-def build_crop_flip_views(dataset, size: int, batch_size: int, device: torch.device, seed: int = 0):
+def build_crop_flip_views(dataset, size: int, batch_size: int, device: torch.device, seed: int = 0,
+                          crop_scale_min: float = LINEAR_CROP_SCALE[0]):
     """The batched pipeline for in-memory datasets, the per-image one for files."""
     if isinstance(dataset, InMemoryImages):
-        return BatchedCropFlip(dataset, size, batch_size, device, seed)
-    return PerImageCropFlip(dataset, size, batch_size, device, seed)
+        return BatchedCropFlip(dataset, size, batch_size, device, seed, crop_scale_min)
+    return PerImageCropFlip(dataset, size, batch_size, device, seed, crop_scale_min)

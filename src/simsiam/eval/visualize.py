@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from ..data import InMemoryImages, UnreadableImage, load_dataset
 from ..data.subset import subset
+from ..pretrained import load_pretrained
 from .features import eval_mode, extract_features
 
 # Class names of the datasets whose labels are bare integers on disk.
@@ -147,8 +148,6 @@ def visualize(checkpoint: str | Path, out_dir: str | Path, *, method: str = "pca
               data_dir: Optional[str] = None, device: str = "cpu", seed: int = 0) -> dict:
     """Write ``embedding_map.png`` (``limit`` test images) and ``retrieval.png`` (``queries`` test
     images, their ``k`` nearest training images) for a checkpoint. Returns the paths and counts."""
-    from ..pretrained import load_pretrained  # here: pretrained imports this package
-
     if limit < 3 or queries < 1 or k < 1:
         raise ValueError(f"need limit >= 3, queries >= 1 and k >= 1; got limit={limit}, queries={queries}, k={k}")
     t_start = time.perf_counter()

@@ -2,7 +2,9 @@
 
 A method is an ``nn.Module`` built as ``Method(cfg, backbone)`` with a ``backbone`` attribute,
 ``num_views``, ``encode(x)`` (projector output), ``training_step(views) -> {"loss", "z"}`` and
-``param_groups()`` (dicts with a ``fix_lr`` tag read by the lr schedule).
+``param_groups()`` (dicts with a ``fix_lr`` tag read by the lr schedule). Optional hooks the training
+loop calls when present: ``stream(batches)`` (sees the epoch's batches before their steps) and
+``on_step_end(step, total_steps)``.
 """
 from __future__ import annotations
 
@@ -10,10 +12,22 @@ from torch import nn
 
 from ..config import Config
 from ..models import build_backbone
+from .byol import BYOL
+from .ema_targets import MovingAverageSimSiam
+from .kstep import KStepSimSiam
+from .moco import MoCo
+from .simclr import SimCLR
 from .simsiam import SimSiam
+from .swav import SwAV
 
 METHODS: dict[str, type[nn.Module]] = {
     "simsiam": SimSiam,
+    "simsiam_kstep": KStepSimSiam,  # section 5: eta cached for k steps (hypothesis.kstep)
+    "simsiam_ema": MovingAverageSimSiam,  # section 5: per-image moving-average eta (hypothesis.ema_m)
+    "simclr": SimCLR,  # section 6: negatives from the (global) batch; methods.temperature
+    "moco": MoCo,  # section 6: MoCo v2, momentum encoder + queue of negatives, symmetrised loss
+    "byol": BYOL,  # section 6: momentum target network; methods.momentum=0 removes it
+    "swav": SwAV,  # section 6: Sinkhorn-Knopp online clustering, swapped prediction
 }
 
 

@@ -1,0 +1,332 @@
+"""``simsiam bench``: where a training step's time goes, against a reference implementation.
+
+For one config it measures images/s of (a) the data pipeline alone, (b) the training step alone on
+synthetic tensors and (c) both together, each twice in the same process: once as this package runs
+them (the config's pipeline, memory format, precision and compile settings) and once as the
+reference does -- per-image PIL/torchvision transforms in DataLoader workers as the official code,
+an eager fp32 model in the default memory format. Beside them: the model's FLOPs per image (forward
+and backward of both views, counted by ``FlopCounterMode``), the FLOP/s that achieves against this
+machine's matmul peak measured in the same run, and peak memory.
+
+How the figures are taken, and why (shared machines are noisy):
+
+* The two step variants are timed interleaved, one step each in turn, and the median step time is
+  used: a burst of load from another process then hits both alike and a slow outlier does not move
+  the figure.
+* The pipelines and the end-to-end loops are timed over all their measured steps (total time):
+  DataLoader workers deliver batches in bursts, so a per-batch median would overstate them.
+* The matmul peak is the median of several 2048x2048 fp32 matmuls (8192 on a GPU) with the same
+  thread count, taken before and after the step timing; the higher of the two is the peak.
+* Images are source images: one image is both of its views (as the trainer's images/s).
+"""
+from __future__ import annotations
+
+import copy
+import os
+import platform
+import resource
+import statistics
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterator, Optional
+
+import torch
+
+from . import distributed as dist
+from .config import Config, resolve
+from .data import InMemoryImages, load_dataset
+from .data.subset import subset
+from .loaders import PerImageViewLoader, build_train_loader
+from .methods import build_method
+from .optim import build_optimizer
+from .resources import peak_memory
+from .speed import amp_dtype, autocast, compile_with_fallback, to_memory_format
+
+# (channels, height, width) of each in-memory dataset, for --synthetic data of the preset's shape.
+SYNTHETIC_SHAPES = {"fmnist": (1, 28, 28), "digits": (1, 8, 8), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32),
+                    "stl10": (3, 96, 96)}
+
+
+@dataclass
+class BenchOptions:
+    steps: int = 10  # measured steps of each phase
+    warmup: int = 2  # untimed steps before them (allocator, oneDNN/cuDNN kernel choice, compilation)
+    synthetic: bool = False  # random uint8 images of the dataset's shape instead of the dataset
+    threads: int = 0  # torch intra-op threads; 0: torch's default
+    matmul_size: int = 0  # side of the square matmul that measures the peak; 0: 2048 on CPU, 8192 on a GPU
+
+
+# ---------------------------------------------------------------------------------------- data
+
+def synthetic_dataset(cfg: Config, num_images: int, seed: int = 0) -> InMemoryImages:
+    """Random uint8 images shaped as ``cfg``'s dataset (image_size overrides the side)."""
+    channels, height, width = SYNTHETIC_SHAPES.get(cfg.data.dataset, (3, 224, 224))
+    if cfg.data.image_size and cfg.data.dataset not in SYNTHETIC_SHAPES:
+        height = width = cfg.data.image_size
+    gen = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (num_images, channels, height, width), dtype=torch.uint8, generator=gen)
+    labels = torch.randint(0, 10, (num_images,), generator=gen)
+    return InMemoryImages(images, labels, f"synthetic-{cfg.data.dataset}", 10, (0.5,) * channels, (0.25,) * channels)
+
+
+def _load_train_set(cfg: Config, opts: BenchOptions):
+    needed = cfg.optim.batch_size * (opts.warmup + opts.steps)
+    if opts.synthetic:
+        return synthetic_dataset(cfg, max(needed, cfg.optim.batch_size), cfg.run.seed)
+    return subset(load_dataset(cfg.data.dataset, "train", cfg.data.data_dir), cfg.data.train_limit)
+
+
+def _batches(loader, first_epoch: int) -> Iterator[dict]:
+    """The loader's usable batches, epoch after epoch, for as long as they are asked for."""
+    epoch = first_epoch
+    while True:
+        for batch in loader.epoch(epoch):
+            if batch["views"] is not None:
+                yield batch
+        epoch += 1
+
+
+# --------------------------------------------------------------------------------------- timing
+
+def _sync(device: torch.device) -> None:
+    """Wait for the device: CUDA work is asynchronous, a timer must see it finished."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class Trainer:
+    """One variant of the training step: a model, its optimiser and how the step is run."""
+
+    def __init__(self, cfg: Config, channels: int, device: torch.device, warn: Callable[[str], None]):
+        torch.manual_seed(cfg.run.seed)  # both variants start from the same weights
+        self.method = build_method(cfg, channels).to(device)
+        self.optimizer = build_optimizer(self.method.param_groups(), cfg.optim)
+        self.channels_last = cfg.run.channels_last
+        if self.channels_last:
+            self.method.to(memory_format=torch.channels_last)
+        self.amp, self.device = cfg.run.amp, device
+        self.step_fn = self.method.training_step
+        self.compiled = None
+        if cfg.run.compile:
+            self.compiled = compile_with_fallback(self.method.training_step, warn)
+            self.step_fn = self.compiled
+        self.steps = 0
+        self.method.train()
+
+    def step(self, views) -> torch.Tensor:
+        """The training loop's step (``train.pretrain``): forward under autocast, backward, SGD."""
+        views = to_memory_format(views, self.channels_last)
+        with autocast(self.amp, self.device):
+            out = self.step_fn(views)
+        self.optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        self.optimizer.step()
+        if hasattr(self.method, "on_step_end"):
+            self.method.on_step_end(self.steps, 10**9)
+        self.steps += 1
+        return out["loss"].detach()
+
+    @property
+    def compile_state(self) -> str:
+        if self.compiled is None:
+            return "off"
+        return "on" if self.compiled.is_compiled else "failed (eager)"
+
+
+def time_pipeline(loader, opts: BenchOptions, device: torch.device, channels_last: bool, epoch: int) -> float:
+    """images/s of the loader alone (views made and on the device, nothing trained)."""
+    batches = _batches(loader, epoch)
+    for _ in range(opts.warmup):
+        to_memory_format(next(batches)["views"], channels_last)
+    _sync(device)
+    t0, images = time.perf_counter(), 0
+    for _ in range(opts.steps):
+        views = to_memory_format(next(batches)["views"], channels_last)
+        images += views[0].shape[0]
+    _sync(device)
+    return images / (time.perf_counter() - t0)
+
+
+def time_steps(trainers: list[Trainer], views, opts: BenchOptions, device: torch.device) -> list[list[float]]:
+    """Seconds of each measured step of each trainer, the trainers taking turns step by step."""
+    for _ in range(opts.warmup):
+        for t in trainers:
+            t.step(views)
+    _sync(device)
+    seconds: list[list[float]] = [[] for _ in trainers]
+    for _ in range(opts.steps):
+        for t, out in zip(trainers, seconds):
+            start = time.perf_counter()
+            t.step(views)
+            _sync(device)
+            out.append(time.perf_counter() - start)
+    return seconds
+
+
+def time_end_to_end(loader, trainer: Trainer, opts: BenchOptions, device: torch.device, epoch: int) -> float:
+    """images/s of the loader feeding the trainer, as ``simsiam pretrain`` runs them."""
+    batches = _batches(loader, epoch)
+    if hasattr(trainer.method, "stream"):  # section 5's variants see the batches ahead of their steps
+        batches = trainer.method.stream(batches)
+    for _ in range(opts.warmup):
+        trainer.step(next(batches)["views"])
+    _sync(device)
+    t0, images = time.perf_counter(), 0
+    for _ in range(opts.steps):
+        batch = next(batches)
+        trainer.step(batch["views"])
+        images += batch["views"][0].shape[0]
+    _sync(device)
+    return images / (time.perf_counter() - t0)
+
+
+def matmul_peak(device: torch.device, n: int = 0, repeats: int = 8) -> float:
+    """FLOP/s of a large fp32 ``n`` x ``n`` matmul here (median of ``repeats``): what the cores can do at best."""
+    n = n or (8192 if device.type == "cuda" else 2048)
+    gen = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, generator=gen)
+    b = torch.randn(n, n, device=device, generator=gen)
+    c = torch.empty(n, n, device=device)
+    for _ in range(2):
+        torch.mm(a, b, out=c)
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b, out=c)
+        _sync(device)
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(times)
+
+
+def flops_per_image(cfg: Config, channels: int, size: int, device: torch.device) -> float:
+    """FLOPs of one image's training step: forward and backward of both views (matmuls and convs).
+
+    Counted on a small batch: these FLOPs are linear in the batch (BN and elementwise ops, which
+    FlopCounterMode does not count, are a small, memory-bound remainder).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    batch = min(cfg.optim.batch_size, 16)
+    torch.manual_seed(cfg.run.seed)
+    method = build_method(cfg, channels).to(device).train()
+    gen = torch.Generator(device=device).manual_seed(0)
+    views = tuple(torch.randn(batch, channels, size, size, device=device, generator=gen) for _ in range(method.num_views))
+    counter = FlopCounterMode(display=False)
+    with counter:
+        method.training_step(views)["loss"].backward()
+    return counter.get_total_flops() / batch
+
+
+def _peak_memory(device: torch.device) -> dict:
+    """This process's peak RSS (and CUDA allocation), plus the largest peak RSS of an ended worker."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # KiB on Linux
+    return {**peak_memory(device), "peak_rss_workers_mb": round(children / 2**10, 1)}
+
+
+# ------------------------------------------------------------------------------------------ run
+
+def reference_config(cfg: Config) -> Config:
+    """The reference implementation of ``cfg``'s run: per-image pipeline, eager fp32, NCHW."""
+    ref = copy.deepcopy(cfg)
+    ref.data.pipeline = "per_image"
+    ref.run.channels_last, ref.run.amp, ref.run.compile = False, "off", False
+    return ref
+
+
+def run_bench(cfg: Config, opts: BenchOptions, warn: Callable[[str], None] = print,
+              progress: Callable[[str], None] = lambda message: None) -> dict:
+    """Measure ``cfg`` against :func:`reference_config` and return the figures as a JSON-ready dict."""
+    cfg = resolve(copy.deepcopy(cfg))
+    if opts.steps < 1 or opts.warmup < 0:
+        raise ValueError(f"--steps must be at least 1 and --warmup at least 0, got {opts.steps} and {opts.warmup}")
+    if opts.threads:
+        torch.set_num_threads(opts.threads)
+    device = dist.init(cfg.run.device)
+    ref_cfg = reference_config(cfg)
+    load_before = os.getloadavg()
+
+    train_set = _load_train_set(cfg, opts)
+    channels = train_set.channels
+    size = cfg.data.image_size or train_set.image_size
+    ours_loader = build_train_loader(train_set, cfg, 2, device)
+    ref_loader = PerImageViewLoader(train_set, ref_cfg, 2, device)
+    ours, ref = Trainer(cfg, channels, device, warn), Trainer(ref_cfg, channels, device, warn)
+    if ours.method.num_views != 2:
+        raise ValueError(f"bench measures two-view methods; {cfg.method} with loss.symmetry={cfg.loss.symmetry} "
+                         f"needs {ours.method.num_views} views")
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    progress("data pipeline alone")
+    pipeline = (time_pipeline(ours_loader, opts, device, cfg.run.channels_last, epoch=0),
+                time_pipeline(ref_loader, opts, device, False, epoch=0))
+
+    progress("training step alone (synthetic tensors), with the matmul peak before and after")
+    peak_before = matmul_peak(device, opts.matmul_size)
+    gen = torch.Generator(device=device).manual_seed(cfg.run.seed)
+    views = tuple(torch.randn(cfg.optim.batch_size, channels, size, size, device=device, generator=gen)
+                  for _ in range(2))
+    step_seconds = time_steps([ours, ref], views, opts, device)
+    peak_after = matmul_peak(device, opts.matmul_size)
+    step = tuple(cfg.optim.batch_size / statistics.median(s) for s in step_seconds)
+
+    progress("both together")
+    end_to_end = (time_end_to_end(ours_loader, ours, opts, device, epoch=1),
+                  time_end_to_end(ref_loader, ref, opts, device, epoch=1))
+
+    flops = flops_per_image(cfg, channels, size, device)
+    peak = max(peak_before, peak_after)
+    ours_pipeline = "per_image" if isinstance(ours_loader, PerImageViewLoader) else "batched"
+    ours_workers, ref_workers = getattr(ours_loader, "workers", 0), ref_loader.workers
+    del ours_loader, ref_loader  # ends the persistent workers, so their peak RSS is counted below
+    return {
+        "preset": cfg.preset,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "cpu_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "batch_size": cfg.optim.batch_size,
+        "image_shape": [channels, size, size],
+        "dataset": {"name": train_set.name, "images": len(train_set), "synthetic": opts.synthetic},
+        "steps": opts.steps,
+        "warmup": opts.warmup,
+        "load_avg_before": [round(x, 2) for x in load_before],
+        "load_avg_after": [round(x, 2) for x in os.getloadavg()],
+        "ours": {"pipeline": ours_pipeline, "workers": ours_workers, "channels_last": cfg.run.channels_last,
+                 "amp": _dtype_name(amp_dtype(cfg.run.amp, device)), "compile": ours.compile_state},
+        "reference": {"pipeline": "per_image", "workers": ref_workers, "channels_last": False, "amp": "fp32",
+                      "compile": "off"},
+        "images_per_s": {name: _pair(pair) for name, pair in
+                         (("pipeline", pipeline), ("step", step), ("end_to_end", end_to_end))},
+        "step_seconds_median": {"ours": statistics.median(step_seconds[0]), "reference": statistics.median(step_seconds[1])},
+        "flops_per_image": flops,
+        "matmul_peak_flops": peak,
+        "matmul_peak_samples": [peak_before, peak_after],
+        "matmul_size": opts.matmul_size or (8192 if device.type == "cuda" else 2048),
+        "achieved_flops": {"ours": flops * step[0], "reference": flops * step[1]},
+        "fraction_of_peak": {"ours": flops * step[0] / peak, "reference": flops * step[1] / peak},
+        "memory": _peak_memory(device),
+        "config": cfg.to_dict(),
+    }
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _dtype_name(dtype: Optional[torch.dtype]) -> str:
+    return "fp32" if dtype is None else str(dtype).replace("torch.", "")
+
+
+def _pair(pair: tuple[float, float]) -> dict:
+    ours, ref = pair
+    return {"ours": ours, "reference": ref, "ratio": ours / ref}

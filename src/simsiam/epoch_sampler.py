@@ -1,0 +1,54 @@
+"""Which images each rank sees in an epoch, in which order, and the random seed of each image's views.
+
+The per-image pipeline keeps one DataLoader (and, with workers, the same worker processes) for the
+whole run. Its randomness must nevertheless be a function of (seed, epoch) alone, or resuming at an
+epoch boundary would not replay the batches an uninterrupted run saw. Worker RNGs cannot give that:
+persistent workers carry their RNG state from one epoch to the next. So the sampler, which runs in
+the main process, draws every image's view seed with the epoch's permutation and hands it to the
+dataset together with the index; the dataset seeds the transforms with it (``loaders._MultiView``).
+
+A side effect worth having: an image's views no longer depend on how many workers there are, nor on
+which worker made them, nor (under torchrun) on the number of processes.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch.utils.data import Sampler
+
+
+class EpochSampler(Sampler):
+    """Yields ``(view_seed, index)`` for this rank's share of every full global batch of an epoch.
+
+    All ranks draw the same permutation and seeds; rank ``r`` takes positions ``[r*b, (r+1)*b)`` of
+    each global batch of ``world*b`` images, as :class:`~simsiam.loaders.BatchedViewLoader` does.
+    The incomplete last global batch is dropped (the paper's loader drops it too).
+    Call :meth:`set_epoch` before iterating.
+    """
+
+    def __init__(self, num_images: int, global_batch: int, rank: int, world: int, seed: int):
+        if global_batch % world:
+            raise ValueError(f"global batch {global_batch} does not divide by {world} processes")
+        self.num_images, self.global_batch = num_images, global_batch
+        self.local_batch, self.rank = global_batch // world, rank
+        self.seed, self.epoch_key = seed, None
+
+    def set_epoch(self, epoch_key: int) -> None:
+        """``epoch_key``: the epoch's seed (``loaders.epoch_seed(seed, epoch)``), the same on every rank."""
+        self.epoch_key = epoch_key
+
+    def __len__(self) -> int:
+        return (self.num_images // self.global_batch) * self.local_batch
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.epoch_key is None:
+            raise RuntimeError("EpochSampler.set_epoch must be called before iterating")
+        gen = torch.Generator().manual_seed(self.epoch_key)
+        order = torch.randperm(self.num_images, generator=gen).tolist()
+        # One seed per image and epoch; 2**62 keeps it a valid torch.manual_seed argument.
+        seeds = torch.randint(0, 2**62, (self.num_images,), generator=gen).tolist()
+        for b in range(self.num_images // self.global_batch):
+            start = b * self.global_batch + self.rank * self.local_batch
+            for pos in range(start, start + self.local_batch):
+                yield seeds[pos], order[pos]

@@ -1,0 +1,110 @@
+"""A table's ``report.md``: the paper's figure beside ours for every row, whether each claim held,
+Figure-2-style curves overlaying the rows, and ``summary.json`` with every number."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Optional
+
+from ..report import git_commit, plot_curves
+from .claims import run_collapsed, verdict
+
+
+def _stats(values: list[float]) -> dict:
+    values = [v for v in values if v is not None and math.isfinite(v)]
+    if not values:
+        return {"mean": None, "std": None, "n": 0}
+    mean = sum(values) / len(values)
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else None
+    return {"mean": mean, "std": std, "n": len(values)}
+
+
+def _final(metrics: list[dict]) -> dict:
+    epochs = [r for r in metrics if r.get("kind") == "epoch"]
+    return epochs[-1] if epochs else {}
+
+
+def summarise(row: dict, runs: list[dict], chance: Optional[float]) -> dict:
+    """Mean and spread over the row's seeds; collapse counted over its finished runs."""
+    done = [r for r in runs if r["outcome"]["status"] == "done"]
+    finals = [_final(r["metrics"]) for r in done]
+    collapsed = [run_collapsed(f, r["config"].monitor.collapse_threshold, chance) for f, r in zip(finals, done)]
+    return {
+        "name": row["name"], "paper": row.get("paper", ""), "claim": row.get("claim", ""),
+        "overrides": row["overrides"], "warmup_fraction": row.get("warmup_fraction", 0.0),
+        "runs": len(runs), "finished": len(done), "collapsed": sum(collapsed),
+        "diverged": sum(r["outcome"]["status"] == "diverged" for r in runs),
+        "failed": [f"seed {r['seed']}: {r['outcome'].get('error', '')}" for r in runs if r["outcome"]["status"] == "failed"],
+        "knn": _stats([f.get("knn_acc") for f in finals]),
+        "linear": _stats([r["linear"]["top1"] for r in done if r.get("linear")]),
+        "std_sqrt_d": _stats([f.get("z_std_sqrt_d") for f in finals]),
+        "loss": _stats([f.get("loss") for f in finals]),
+        "epochs": _stats([f.get("epochs_done") for f in finals]),
+    }
+
+
+def _fmt(s: dict, digits: int = 2) -> str:
+    if s["mean"] is None:
+        return "-"
+    text = f"{s['mean']:.{digits}f}"
+    return text + (f" ± {s['std']:.{digits}f}" if s["std"] is not None else "")
+
+
+def _yes_no(count: int, total: int) -> str:
+    if total == 0:
+        return "-"
+    return ("yes" if count == total else "no" if count == 0 else "some") + (f" ({count}/{total})" if total > 1 else "")
+
+
+def write_report(table: str, rows: list[dict], records: list[dict], *, out: Path, command: str, preset: str,
+                 overrides: list[str], seeds: list[int], chance: Optional[float], seconds: float) -> Path:
+    table_dir = out / table
+    table_dir.mkdir(parents=True, exist_ok=True)
+    summaries = [summarise(row, [r for r in records if r["row"] == row["name"]], chance) for row in rows]
+    by_name = {s["name"]: s for s in summaries}
+    for row, s in zip(rows, summaries):
+        s["verdict"], s["reasons"] = verdict(row, s, by_name)
+
+    curves = [(r["row"] + (f" (seed {r['seed']})" if len(seeds) > 1 else ""), r["metrics"]) for r in records]
+    plot_curves(curves, table_dir / "curves.png", title=f"{table} on {preset}")
+
+    threshold = records[0]["config"].monitor.collapse_threshold if records else None
+    with_linear = any(s["linear"]["n"] for s in summaries)
+    lines = [
+        f"# `{table}`: the paper's figures beside this run's",
+        "",
+        f"- command: `{command}`",
+        f"- preset `{preset}`; overrides on every row: `{' '.join(overrides) or '-'}`; seeds {seeds}; "
+        f"commit `{git_commit()}`; {time.strftime('%Y-%m-%d %H:%M')}; {seconds / 60:.0f} min this invocation",
+        f"- paper: ImageNet linear accuracy (%), ResNet-50, 100 epochs. Ours: kNN accuracy (%) of the last "
+        "epoch" + (" and linear accuracy (%)" if with_linear else "") + ", mean ± std over seeds.",
+        f"- collapsed: std(z/|z|) x sqrt(d) < {threshold} (`monitor.collapse_threshold`) or kNN within 5 points "
+        f"of chance ({chance:.1f}%)." if chance is not None else
+        f"- collapsed: std(z/|z|) x sqrt(d) < {threshold} (`monitor.collapse_threshold`).",
+        "",
+        "| row | overrides | paper | kNN (ours) |" + (" linear (ours) |" if with_linear else "") +
+        " std x sqrt(d) | final loss | collapsed | diverged | runs |",
+        "|---|---|---:|---:|" + ("---:|" if with_linear else "") + "---:|---:|---|---|---:|",
+    ]
+    for s in summaries:
+        extra = f" warmup {s['warmup_fraction']:.0%} of epochs" if s["warmup_fraction"] else ""
+        lines.append(
+            f"| {s['name']} | `{' '.join(s['overrides']) or '-'}`{extra} | {s['paper']} | {_fmt(s['knn'])} |"
+            + (f" {_fmt(s['linear'])} |" if with_linear else "")
+            + f" {_fmt(s['std_sqrt_d'], 3)} | {_fmt(s['loss'], 4)} | {_yes_no(s['collapsed'], s['finished'])} |"
+            f" {_yes_no(s['diverged'], s['runs'])} | {s['finished']}/{s['runs']} |")
+    lines += ["", "## The paper's claims", "", "| row | claim | held here? | numbers |", "|---|---|---|---|"]
+    for s in summaries:
+        lines.append(f"| {s['name']} | {s['claim']} | **{s['verdict']}** | {s['reasons']} |")
+    failed = [f"- {s['name']}, {f}" for s in summaries for f in s["failed"]]
+    if failed:
+        lines += ["", "## Failed runs", "", *failed]
+    lines += ["", "![curves](curves.png)", "",
+              f"Each run is a normal pretraining run in `{table}/ROW/seedN/` (config, metrics, checkpoint, report)."]
+    (table_dir / "report.md").write_text("\n".join(lines) + "\n")
+    (table_dir / "summary.json").write_text(json.dumps(
+        {"table": table, "preset": preset, "overrides": overrides, "seeds": seeds, "command": command,
+         "chance": chance, "rows": summaries}, indent=1, default=str))
+    return table_dir / "report.md"

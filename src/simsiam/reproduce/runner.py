@@ -1,0 +1,143 @@
+"""Running a table: every row x seed is a normal pretraining run in ``OUT/TABLE/ROW/seedN``.
+
+A run that raises is recorded as failed, one whose loss turns NaN as diverged, and the table
+goes on. ``outcome.json`` in each run directory records what happened; re-running the command
+skips finished runs (checkpoint at the last epoch, or a recorded divergence) and resumes
+interrupted ones from their checkpoint. A run directory that holds a run of other settings is
+refused rather than mixed in.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import re
+import time
+import traceback
+from pathlib import Path
+from typing import Callable, Optional
+
+from .. import checkpoint as ckpt_io
+from ..config import Config, apply_overrides, resolve
+from ..presets import get_preset
+from ..runlog import read_metrics
+
+Log = Callable[[str], None]
+
+
+def slug(name: str) -> str:
+    """A row name as a directory name: ``"k = one epoch"`` -> ``"k_one_epoch"``."""
+    return re.sub(r"[^A-Za-z0-9.+-]+", "_", name).strip("_") or "row"
+
+
+def row_config(preset: str, overrides: list[str], row: dict, seed: int, run_dir: Path) -> Config:
+    """The preset, the table's setup, the user's overrides, then the row's own (so the ablated setting wins)."""
+    cfg = get_preset(preset)
+    apply_overrides(cfg, row.get("setup", []))
+    apply_overrides(cfg, list(overrides))
+    apply_overrides(cfg, row["overrides"])
+    if row.get("warmup_fraction"):  # the paper's 10 of 100 epochs, kept as a proportion of this run
+        cfg.optim.warmup_epochs = row["warmup_fraction"] * cfg.optim.epochs
+    cfg.run.seed, cfg.run.out_dir, cfg.run.quiet = seed, str(run_dir), True
+    return cfg
+
+
+def _comparable(cfg: dict) -> dict:
+    """A config without what may differ between the runs of one row: where it runs, how long."""
+    cfg = copy.deepcopy(cfg)
+    cfg.pop("run", None)
+    cfg.get("optim", {}).pop("epochs", None)
+    cfg.get("optim", {}).pop("warmup_epochs", None)
+    return cfg
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _train(cfg: Config, log: Log) -> dict:
+    """Pretrain (or resume, or skip) one run; returns its outcome record."""
+    from ..train import TrainingDiverged, pretrain
+
+    run_dir = Path(cfg.run.out_dir)
+    prior = _read_json(run_dir / "outcome.json")
+    if prior and prior["status"] == "diverged" and prior.get("epochs") == cfg.optim.epochs:
+        return prior
+    resume = False
+    if (run_dir / "checkpoint.pt").is_file():
+        saved = ckpt_io.load(run_dir / "checkpoint.pt")
+        if _comparable(saved["config"]) != _comparable(resolve(copy.deepcopy(cfg)).to_dict()):
+            raise FileExistsError(f"{run_dir} holds a run of other settings; choose another --out")
+        if saved["epoch"] >= cfg.optim.epochs:
+            return prior if prior and prior["status"] == "done" else {"status": "done", "epochs": cfg.optim.epochs}
+        resume = True
+    elif (run_dir / "metrics.jsonl").is_file():  # an attempt that died before its first checkpoint
+        (run_dir / "metrics.jsonl").unlink()
+    t0 = time.perf_counter()
+    try:
+        pretrain(cfg, resume=resume)
+        outcome = {"status": "done"}
+    except TrainingDiverged as err:
+        outcome = {"status": "diverged", "error": str(err)}
+    except Exception as err:  # recorded, and the table goes on
+        outcome = {"status": "failed", "error": f"{type(err).__name__}: {err}"}
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "error.txt").write_text(traceback.format_exc())
+    outcome.update(epochs=cfg.optim.epochs, seconds=round(time.perf_counter() - t0, 1))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "outcome.json").write_text(json.dumps(outcome, indent=1))
+    log(f"  {run_dir}: {outcome['status']} in {outcome['seconds']:.0f}s" +
+        (f" ({outcome['error']})" if "error" in outcome else ""))
+    return outcome
+
+
+def linear_available() -> bool:
+    try:
+        from ..eval.linear import linear_evaluate  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _linear(cfg: Config, epochs: int, log: Log) -> Optional[dict]:
+    """Linear accuracy of a finished run (cached features of the run's own images), saved as linear.json."""
+    from ..eval.linear import linear_config, linear_evaluate
+
+    run_dir = Path(cfg.run.out_dir)
+    saved = _read_json(run_dir / "linear.json")
+    if saved is not None:
+        return saved
+    lin = linear_config("lars", epochs=epochs, augment=False, train_limit=cfg.data.train_limit,
+                        eval_limit=cfg.data.eval_limit, device=cfg.run.device, seed=cfg.run.seed)
+    try:
+        result = linear_evaluate(run_dir / "checkpoint.pt", lin)
+    except Exception as err:
+        log(f"  {run_dir}: linear evaluation failed: {type(err).__name__}: {err}")
+        return None
+    (run_dir / "linear.json").write_text(json.dumps(result, indent=1, default=str))
+    return result
+
+
+def run_rows(table: str, rows: list[dict], *, preset: str, seeds: list[int], overrides: list[str], out: Path,
+             linear_epochs: int = 0, log: Log = print) -> list[dict]:
+    """Run every row x seed; returns one record per run: row, seed, run_dir, outcome, config, metrics, linear."""
+    records = []
+    for row in rows:
+        for seed in seeds:
+            run_dir = out / table / slug(row["name"]) / f"seed{seed}"
+            cfg = row_config(preset, overrides, row, seed, run_dir)
+            log(f"[{table}] {row['name']} (seed {seed}): {' '.join(row['overrides']) or 'the preset as it is'}")
+            outcome = _train(cfg, log)
+            linear = _linear(cfg, linear_epochs, log) if linear_epochs and outcome["status"] == "done" else None
+            records.append({"row": row["name"], "seed": seed, "run_dir": run_dir, "outcome": outcome,
+                            "config": cfg, "metrics": read_metrics(run_dir), "linear": linear})
+    return records
+
+
+def chance_accuracy(cfg: Config) -> Optional[float]:
+    """100 / number of classes of the kNN monitor's labelled split (None without one)."""
+    from ..data import load_dataset
+
+    if not cfg.data.eval_split:
+        return None
+    classes = load_dataset(cfg.data.dataset, cfg.data.eval_split, cfg.data.data_dir).num_classes
+    return 100.0 / classes if classes else None

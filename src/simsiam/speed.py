@@ -1,0 +1,127 @@
+"""Training-step speed options: mixed precision, memory format and ``torch.compile`` with a fallback.
+
+Each option is one function here, read by the training loop and by ``simsiam bench`` alike, so the
+step that is benchmarked is the step that trains. None of them changes what is computed beyond
+rounding: bf16 autocast rounds matmul/conv inputs, channels_last only reorders memory, and
+``torch.compile`` fuses the same ops.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Optional, Sequence
+
+import torch
+
+def cpu_bf16_is_native() -> bool:
+    """Whether this CPU has bf16 dot-product instructions (AVX512-BF16 or AMX), which oneDNN uses.
+
+    Without them oneDNN emulates bf16 convolutions through fp32, and autocast only adds casts.
+    """
+    cpu = getattr(torch, "cpu", None)
+    for probe in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"):  # private, hence probed
+        fn = getattr(cpu, probe, None)
+        if fn is not None and fn():
+            return True
+    return False
+
+
+def amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype for ``run.amp`` on ``device``, or None for full fp32.
+
+    ``auto``: bf16 on a CUDA device that supports it (fp32's exponent range, so no loss scaling);
+    on CPU bf16 only with native bf16 instructions. Measured for the fmnist preset's step on the
+    2-core AMD EPYC (Zen 5, AVX512-BF16) of this project, 1 thread, interleaved medians: bf16
+    autocast was 1.5x faster than fp32 (see docs/PERFORMANCE.md). Elsewhere CPU training stays fp32.
+    """
+    if amp == "off":
+        return None
+    if amp == "bf16":
+        return torch.bfloat16
+    if amp != "auto":
+        raise ValueError(f"run.amp={amp!r} is not valid; choose one of: auto, bf16, off")
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    if device.type == "cpu" and cpu_bf16_is_native():
+        return torch.bfloat16
+    return None
+
+
+def autocast(amp: str, device: torch.device):
+    """A context manager running the forward pass at ``amp``'s precision (a no-op for fp32)."""
+    dtype = amp_dtype(amp, device)
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def to_memory_format(views: Sequence[torch.Tensor], channels_last: bool) -> tuple[torch.Tensor, ...]:
+    """The views in channels_last order when the model is, so the first conv needs no reorder.
+
+    A model converted to channels_last still accepts NCHW input, but then every step pays a
+    layout conversion of the batch (and on CPU oneDNN may pick a slower kernel for mixed layouts).
+    A no-op copy-free return when the views already are in that order (one-channel images are
+    both orders at once).
+    """
+    if not channels_last:
+        return tuple(views)
+    return tuple(v.contiguous(memory_format=torch.channels_last) for v in views)
+
+
+class CompiledWithFallback:
+    """``torch.compile(module)``, or ``module`` itself from the moment compiling fails.
+
+    ``torch.compile`` is lazy: a missing C compiler, an unsupported op or a backend bug surfaces
+    only at the first call. That first call is therefore guarded: on an exception ``warn`` gets a
+    message saying why and that training goes on eagerly, and the eager module runs the call. The
+    backward graph is lowered during that same first call (it is normally lowered lazily at the
+    first ``backward()``, outside this guard), so its failures are caught too.
+
+    If the compiled call fails after part of the forward ran (a graph break before the failing
+    subgraph), that part runs twice on the first batch; the only state it can touch is BN's
+    running statistics, updated once more. Later calls are not guarded: a recompilation failure
+    then is a bug to report, not something to hide.
+
+    Not an ``nn.Module``: it owns no parameters; ``module`` stays what is saved and optimised.
+    """
+
+    def __init__(self, module: Callable, warn: Callable[[str], None], backend: str | Callable = "inductor"):
+        self.module = module
+        self.compiled: Optional[Callable] = torch.compile(module, backend=backend)
+        self.warn = warn
+        self.checked = False
+
+    @property
+    def is_compiled(self) -> bool:
+        return self.compiled is not None
+
+    def __call__(self, *args, **kwargs):
+        if self.checked:
+            run = self.compiled if self.compiled is not None else self.module
+            return run(*args, **kwargs)
+        self.checked = True
+        try:
+            with _lower_backward_now():
+                return self.compiled(*args, **kwargs)
+        except Exception as err:  # noqa: BLE001 -- any failure of the compiler means: run eagerly
+            self.compiled = None
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+            self.warn(f"torch.compile failed ({type(err).__name__}: {reason[:300]}); continuing without it "
+                      "(eager mode, same results, slower). Set run.compile=false to skip the attempt.")
+            return self.module(*args, **kwargs)
+
+
+def _lower_backward_now():
+    """Make AOTAutograd compile the backward graph together with the forward, where available."""
+    try:
+        import torch._functorch.config as aot_config
+    except ImportError:  # pragma: no cover -- private module moved: fall back to lazy lowering
+        return contextlib.nullcontext()
+    if not hasattr(aot_config, "force_non_lazy_backward_lowering"):
+        return contextlib.nullcontext()
+    return aot_config.patch(force_non_lazy_backward_lowering=True)
+
+
+def compile_with_fallback(module: Callable, warn: Callable[[str], None],
+                          backend: str | Callable = "inductor") -> CompiledWithFallback:
+    """See :class:`CompiledWithFallback`; ``backend`` is torch.compile's (tests pass a failing one)."""
+    return CompiledWithFallback(module, warn, backend)

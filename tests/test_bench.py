@@ -1,0 +1,71 @@
+"""``simsiam bench`` runs end to end and reports every figure it promises (no timing is asserted:
+the figures depend on the machine and its load)."""
+import json
+import math
+
+import pytest
+import torch
+
+from simsiam import get_preset
+from simsiam.bench import flops_per_image, synthetic_dataset
+from simsiam.cli import main
+from simsiam.config import resolve
+
+
+def _positive(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def test_bench_on_digits_prints_a_table_and_writes_json(tmp_path, capsys):
+    path = tmp_path / "bench" / "digits.json"
+    code = main(["bench", "--preset", "digits", "--steps", "2", "--warmup", "1", "--threads", "1",
+                 "--matmul-size", "256", "--json", str(path), "data.num_workers=1"])
+    assert code == 0
+    out = capsys.readouterr().out
+    for row in ("data pipeline alone", "training step alone", "both together", "GFLOP per image", "matmul peak",
+                "peak memory", "load average"):
+        assert row in out, row
+
+    r = json.loads(path.read_text())
+    assert r["preset"] == "digits" and r["config"]["preset"] == "digits"
+    assert r["device"] == "cpu" and r["threads"] == 1 and r["batch_size"] == 128
+    assert r["steps"] == 2 and r["warmup"] == 1 and r["image_shape"] == [1, 8, 8]
+    for phase in ("pipeline", "step", "end_to_end"):
+        row = r["images_per_s"][phase]
+        assert all(_positive(row[k]) for k in ("ours", "reference", "ratio")), phase
+        assert row["ratio"] == pytest.approx(row["ours"] / row["reference"])
+    assert r["ours"]["pipeline"] == "batched" and r["reference"]["pipeline"] == "per_image"
+    assert r["reference"]["workers"] == 1 and r["reference"]["amp"] == "fp32"
+    assert r["ours"]["channels_last"] is True and r["ours"]["compile"] == "off"
+    assert _positive(r["flops_per_image"]) and _positive(r["matmul_peak_flops"])
+    assert r["matmul_size"] == 256 and len(r["matmul_peak_samples"]) == 2
+    for side in ("ours", "reference"):
+        assert _positive(r["achieved_flops"][side])
+        assert r["fraction_of_peak"][side] == pytest.approx(r["achieved_flops"][side] / r["matmul_peak_flops"])
+    assert _positive(r["memory"]["peak_rss_mb"]) and "peak_rss_workers_mb" in r["memory"]
+    assert len(r["load_avg_before"]) == 3 and len(r["load_avg_after"]) == 3
+    assert r["command"].startswith("simsiam bench")
+
+
+def test_synthetic_data_has_the_preset_dataset_shape():
+    data = synthetic_dataset(resolve(get_preset("cifar10")), 12)
+    assert data.images.shape == (12, 3, 32, 32) and data.images.dtype == torch.uint8
+    assert data.channels == 3 and data.image_size == 32 and len(data.labels) == 12
+
+
+def test_flop_count_is_forward_plus_twice_forward_for_backward():
+    """A sanity check of the count against the rule of thumb: backward costs about twice the forward
+    (a little less: the first conv needs no gradient for its input)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from simsiam.methods import build_method
+
+    cfg = resolve(get_preset("digits"))
+    total = flops_per_image(cfg, 1, 8, torch.device("cpu"))
+    method = build_method(cfg, 1).train()
+    views = tuple(torch.randn(16, 1, 8, 8) for _ in range(2))
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        method.training_step(views)
+    forward = counter.get_total_flops() / 16
+    assert 2.5 * forward < total <= 3.0 * forward
