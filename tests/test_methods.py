@@ -333,3 +333,36 @@ def test_pretrain_runs_every_method_and_its_checkpoint_keeps_the_targets_and_que
         assert int(state["queue.count"]) == 4 * 128 and int(state["queue.ptr"]) == 4 * 128 % 200
     if method == "swav":
         assert int(state["queues.0.count"]) == 4 * 64 and int(state["steps_done"]) == 4
+
+
+# ------------------------------------------------------------------ presets and section-6 tables
+def test_method_presets_and_every_section_6_table_row_resolve():
+    from simsiam.presets import PRESETS
+    from simsiam.reproduce.methods_tables import TABLES
+
+    for name in ("simclr", "moco_v2", "byol", "swav", "fmnist_simclr", "fmnist_moco", "fmnist_byol", "fmnist_swav"):
+        cfg = resolve(PRESETS[name]())
+        assert cfg.preset == name and cfg.method in METHODS
+        assert cfg.optim.batch_size == (256 if "moco" in name or "fmnist" in name else 4096)
+    assert resolve(PRESETS["moco_v2"]()).methods.momentum == 0.999 and resolve(PRESETS["simclr"]()).optim.optimizer == "lars"
+    for table, rows in TABLES.items():
+        assert rows and len({r["name"] for r in rows}) == len(rows), table
+        for r in rows:
+            assert set(r) >= {"name", "overrides", "paper", "claim"}
+            for preset in ("digits", "fmnist"):
+                resolve(apply_overrides(get_preset(preset), r["overrides"]))
+
+
+def test_lars_recipes_build_lars_with_the_predictor_group_still_at_a_fixed_lr():
+    from simsiam.eval.lars import LARS
+    from simsiam.optim import build_optimizer, set_lr
+
+    cfg = _tiny("simclr", "methods.predictor=true", "optim.optimizer=lars")
+    model = build_method(cfg, in_channels=1)
+    opt = build_optimizer(model.param_groups(), cfg.optim)
+    assert isinstance(opt, LARS)
+    # Each group split in two: matrices adapted, 1-D tensors (biases, BN) plain SGD.
+    assert sorted((g["name"], g["lars_exclude"]) for g in opt.param_groups) == [
+        ("encoder", False), ("encoder", True), ("predictor", False), ("predictor", True)]
+    set_lr(opt, 0.0)
+    assert all((g["lr"] == 0.0) != g["fix_lr"] for g in opt.param_groups)

@@ -9,6 +9,7 @@ from simsiam.cli import main
 from simsiam.config import resolve
 from simsiam.reproduce import all_tables
 from simsiam.reproduce.claims import expectations, run_collapsed, verdict
+from simsiam.reproduce.report import write_report
 from simsiam.reproduce.runner import row_config, run_rows, slug
 
 
@@ -92,15 +93,21 @@ def test_runner_records_failures_and_divergence_goes_on_and_skips_finished_runs(
             {"name": "ok", "overrides": [], "paper": "", "claim": ""}]
     kw = dict(preset="digits", seeds=[0], overrides=["optim.epochs=1", "data.train_limit=256", "data.eval_limit=64",
                                                       "optim.batch_size=64"], out=tmp_path, log=lambda _: None)
-    records = run_rows("t", rows, **kw)
+    records = run_rows("t", rows, linear_epochs=2, **kw)
     assert [r["outcome"]["status"] for r in records] == ["failed", "diverged", "done"]
+    assert [r["linear"] is not None for r in records] == [False, False, True]  # only a finished run is evaluated
+    assert 0 <= records[2]["linear"]["top1"] <= 100 and (tmp_path / "t" / "ok" / "seed0" / "linear.json").is_file()
     assert "fewer than one batch" in records[0]["outcome"]["error"]
     assert (tmp_path / "t" / "fails" / "seed0" / "error.txt").is_file()
     assert [r["metrics"][-1]["epochs_done"] for r in records[2:]] == [1]
     calls.clear()
-    again = run_rows("t", rows, **kw)
+    again = run_rows("t", rows, linear_epochs=2, **kw)
     assert calls == [str(tmp_path / "t" / "fails" / "seed0")]  # a failure is retried; the others are finished
     assert [r["outcome"]["status"] for r in again] == ["failed", "diverged", "done"]
+    assert again[2]["linear"] == json.loads((tmp_path / "t" / "ok" / "seed0" / "linear.json").read_text())
+    report = write_report("t", rows, again, out=tmp_path, command="c", preset="digits", overrides=[], seeds=[0],
+                          chance=10.0, seconds=1.0).read_text()
+    assert "linear (ours)" in report and "## Failed runs" in report and "fewer than one batch" in report
 
 
 def test_a_run_directory_of_other_settings_is_refused(tmp_path):

@@ -17,6 +17,16 @@ from simsiam.methods import build_method
 from simsiam.optim import build_optimizer
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: on a shared 2-core machine two threads can wait on each other's time
+    slices (OpenMP barriers), making these small models 10x slower; results do not depend on it."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def _colour_cfg():
     """A small 3-channel model, where channels_last really reorders memory (one channel does not)."""
     return resolve(apply_overrides(get_preset("digits"), [
@@ -123,7 +133,7 @@ def test_pretrain_with_a_failing_compile_trains_eagerly(digits_cfg, monkeypatch,
     monkeypatch.setattr(torch, "compile", broken_compile)
     digits_cfg.run.compile = True
     digits_cfg.optim.epochs = 1
-    digits_cfg.data.eval_split = ""
+    digits_cfg.data.eval_split, digits_cfg.data.train_limit = "", 512
     result = pretrain(digits_cfg)
     assert result.epochs_done == 1 and math.isfinite(result.final["loss"])
     err = capsys.readouterr().err

@@ -231,6 +231,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             return ""
         if isinstance(value, (dict, list)):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
+        if isinstance(value, bool):  # YAML 1.1 reads off/on/no/yes as booleans: run.amp=off means "off"
+            return "on" if value else "off"
         return str(value)
     raise ConfigError(f"{key}: unsupported field type {tp}")
 

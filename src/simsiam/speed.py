@@ -104,10 +104,22 @@ class CompiledWithFallback:
                 return self.compiled(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 -- any failure of the compiler means: run eagerly
             self.compiled = None
-            reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            self.warn(f"torch.compile failed ({type(err).__name__}: {reason[:300]}); continuing without it "
-                      "(eager mode, same results, slower). Set run.compile=false to skip the attempt.")
+            self.warn(f"torch.compile failed ({_reason(err)}); continuing without it (eager mode, same results, "
+                      "slower). Set run.compile=false to skip the attempt.")
             return self.module(*args, **kwargs)
+
+
+def _reason(err: BaseException) -> str:
+    """``Type: first line`` of the error's root cause (dynamo wraps the backend's own error)."""
+    root = err
+    while True:
+        inner = getattr(root, "inner_exception", None) or root.__cause__
+        if inner is None or inner is root:
+            break
+        root = inner
+    lines = [line for line in str(root).splitlines() if line.strip()]
+    where = f"{type(err).__name__} <- " if root is not err else ""
+    return f"{where}{type(root).__name__}: {lines[0][:300] if lines else ''}"
 
 
 def _lower_backward_now():

@@ -35,6 +35,8 @@ def add_parser(sub) -> None:
     p.add_argument("--linear-epochs", type=int, default=90, help="epochs of that linear evaluation")
     p.add_argument("--rows", nargs="+", metavar="ROW", help="only the rows with these names (or directory names)")
     p.add_argument("--dry-run", action="store_true", help="print every run's overrides and directory; run nothing")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: write the reports from the runs already finished (others show as not run)")
     p.set_defaults(run=run)
 
 
@@ -90,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     for name, rows in selected.items():
         t0 = time.perf_counter()
         records = run_rows(name, rows, preset=args.preset, seeds=seeds, overrides=overrides, out=out,
-                           linear_epochs=linear_epochs)
+                           linear_epochs=linear_epochs, train=not args.report_only)
         report = write_report(name, rows, records, out=out, command=_command(args, name, seeds, overrides),
                               preset=args.preset, overrides=overrides, seeds=seeds,
                               chance=chance_accuracy(records[0]["config"]), seconds=time.perf_counter() - t0)

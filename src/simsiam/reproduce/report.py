@@ -83,6 +83,11 @@ def write_report(table: str, rows: list[dict], records: list[dict], *, out: Path
         f"- collapsed: std(z/|z|) x sqrt(d) < {threshold} (`monitor.collapse_threshold`) or kNN within 5 points "
         f"of chance ({chance:.1f}%)." if chance is not None else
         f"- collapsed: std(z/|z|) x sqrt(d) < {threshold} (`monitor.collapse_threshold`).",
+    ]
+    setups = sorted({" ".join(r.get("setup", [])) for r in rows} - {""})
+    if setups:
+        lines.append(f"- the table's setup, applied before the command line's overrides: `{'`, `'.join(setups)}`")
+    lines += [
         "",
         "| row | overrides | paper | kNN (ours) |" + (" linear (ours) |" if with_linear else "") +
         " std x sqrt(d) | final loss | collapsed | diverged | runs |",

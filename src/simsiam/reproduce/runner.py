@@ -54,8 +54,9 @@ def _read_json(path: Path) -> Optional[dict]:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _train(cfg: Config, log: Log) -> dict:
-    """Pretrain (or resume, or skip) one run; returns its outcome record."""
+def _train(cfg: Config, log: Log, train: bool = True) -> dict:
+    """Pretrain (or resume, or skip) one run; returns its outcome record. With ``train`` off an
+    unfinished run is left as it is ("not run")."""
     from ..train import TrainingDiverged, pretrain
 
     run_dir = Path(cfg.run.out_dir)
@@ -70,7 +71,9 @@ def _train(cfg: Config, log: Log) -> dict:
         if saved["epoch"] >= cfg.optim.epochs:
             return prior if prior and prior["status"] == "done" else {"status": "done", "epochs": cfg.optim.epochs}
         resume = True
-    elif (run_dir / "metrics.jsonl").is_file():  # an attempt that died before its first checkpoint
+    if not train:
+        return {"status": "not run", "epochs": cfg.optim.epochs}
+    if not resume and (run_dir / "metrics.jsonl").is_file():  # an attempt that died before its first checkpoint
         (run_dir / "metrics.jsonl").unlink()
     t0 = time.perf_counter()
     try:
@@ -118,18 +121,21 @@ def _linear(cfg: Config, epochs: int, log: Log) -> Optional[dict]:
 
 
 def run_rows(table: str, rows: list[dict], *, preset: str, seeds: list[int], overrides: list[str], out: Path,
-             linear_epochs: int = 0, log: Log = print) -> list[dict]:
-    """Run every row x seed; returns one record per run: row, seed, run_dir, outcome, config, metrics, linear."""
+             linear_epochs: int = 0, log: Log = print, train: bool = True) -> list[dict]:
+    """Run every row x seed; returns one record per run: row, seed, run_dir, outcome, config, metrics, linear.
+    With ``train`` off nothing new is trained: the records are those of the runs already finished."""
     records = []
     for row in rows:
         for seed in seeds:
             run_dir = out / table / slug(row["name"]) / f"seed{seed}"
             cfg = row_config(preset, overrides, row, seed, run_dir)
-            log(f"[{table}] {row['name']} (seed {seed}): {' '.join(row['overrides']) or 'the preset as it is'}")
-            outcome = _train(cfg, log)
+            changes = row.get("setup", []) + list(overrides) + row["overrides"]
+            log(f"[{table}] {row['name']} (seed {seed}): {' '.join(changes) or 'the preset as it is'}")
+            outcome = _train(cfg, log, train)
             linear = _linear(cfg, linear_epochs, log) if linear_epochs and outcome["status"] == "done" else None
             records.append({"row": row["name"], "seed": seed, "run_dir": run_dir, "outcome": outcome,
-                            "config": cfg, "metrics": read_metrics(run_dir), "linear": linear})
+                            "config": cfg, "linear": linear,
+                            "metrics": read_metrics(run_dir) if outcome["status"] in ("done", "diverged") else []})
     return records
 
 
