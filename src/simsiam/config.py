@@ -103,9 +103,12 @@ class MethodsConfig:
     """
 
     temperature: Optional[float] = None  # softmax temperature: SimCLR 0.1, MoCo v2 0.2, SwAV 0.1
-    momentum: Optional[float] = None  # EMA of the target encoder: MoCo v2 0.999; BYOL's base 0.99 (cosine to 1), 0 = no momentum encoder
+    # EMA of the target encoder: MoCo v2 0.999; BYOL's base 0.99 (cosine-increasing to 1), 0 = no momentum encoder
+    momentum: Optional[float] = None
     predictor: bool = False  # SimCLR/SwAV + SimSiam's prediction MLP on the predicting branch (section 6.2)
-    stop_grad: Optional[bool] = None  # SimCLR: on the key branch (default off); SwAV: on the Sinkhorn targets (default on); BYOL with momentum 0: on the target (default on)
+    # SimCLR: on the key branch (default off); SwAV: on the Sinkhorn targets (default on); BYOL with
+    # methods.momentum=0: on the target, the online projection (default on)
+    stop_grad: Optional[bool] = None
     moco_queue: int = 65536  # MoCo's queue of negative keys, K (clipped, with a warning, when longer than the data)
     swav_prototypes: int = 3000  # SwAV's number of prototypes (clusters)
     sinkhorn_iters: int = 3  # Sinkhorn-Knopp iterations for SwAV's targets
@@ -357,7 +360,8 @@ def _check_methods(cfg: Config) -> None:
             raise ConfigError(f"methods.{name} is read only by method={users}, not by method={cfg.method!r}")
     if m.predictor and cfg.method not in ("simclr", "swav"):
         raise ConfigError(f"methods.predictor=true is the SimCLR/SwAV cross-ablation (section 6.2); method="
-                          f"{cfg.method!r} " + ("has none to add" if cfg.method == "moco" else "always has its predictor"))
+                          f"{cfg.method!r} " + ("has none to add" if cfg.method == "moco" else
+                                                "always has its predictor"))
     if cfg.method == "byol" and stop_grad is False and momentum:
         raise ConfigError("methods.stop_grad=false for BYOL needs methods.momentum=0: a momentum target "
                           "never receives a gradient")

@@ -102,6 +102,10 @@ def _collate(batch):
     if not good:
         return {"views": None, "labels": torch.zeros(0, dtype=torch.long), "index": torch.zeros(0, dtype=torch.long),
                 "skipped": skipped}
+    # Unreadable images are replaced by repeats of readable ones of the same batch, so every step has
+    # the same batch size: BN sees the batch size it was configured for, DDP ranks stay in step, and
+    # torch's CPU channels_last backward (2.14) crashes when the batch size changes between steps.
+    good = [good[i % len(good)] for i in range(len(batch))]
     views = tuple(torch.stack([g[0][v] for g in good]) for v in range(len(good[0][0])))
     return {"views": views, "labels": torch.tensor([g[1] for g in good]), "index": torch.tensor([g[2] for g in good]),
             "skipped": skipped}

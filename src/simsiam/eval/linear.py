@@ -17,6 +17,12 @@ Two recipes (:data:`LINEAR_PRESETS`):
 With ``cached_features`` (and always without augmentation) the features of the un-augmented
 images are computed once and the classifier trains on them: seconds on a CPU instead of a
 backbone pass per step.
+
+Both recipes are ImageNet's. On a small dataset they take few steps (Fashion-MNIST at batch
+4096: 15 per epoch, 1,350 in all, against ImageNet's 28,000), and LARS, whose steps are relative
+to the weight norm (eta 0.001), then stops short of convergence: on one Fashion-MNIST checkpoint
+it gave 71.8% top-1 where 300 epochs gave 75.3% and a converged logistic regression 76.7%.
+``--epochs``, ``--lr`` and ``--bn-head`` are there for that.
 """
 from __future__ import annotations
 

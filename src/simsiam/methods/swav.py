@@ -98,13 +98,13 @@ class SwAV(nn.Module):
         """Sinkhorn codes of this process's images, from the global batch (and the queue once full)."""
         s = self.cfg.methods
         n = scores.shape[0]
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not s.stop_grad):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not s.stop_grad), no_autocast(scores):
             if s.stop_grad:  # SwAV: the targets are constants
                 everyone = dist.all_gather_cat(scores.detach())  # (world * n, K)
             else:  # section 6.2's ablation: gradient through the targets, across processes too
                 everyone = dist.gather_with_grad(scores)
             if self.queues is not None and self.queues[view].is_full():
-                everyone = torch.cat([everyone, self.queues[view].active() @ prototypes.T])
+                everyone = torch.cat([everyone.float(), self.queues[view].active() @ prototypes.float().T])
             return sinkhorn(everyone, s.sinkhorn_eps, s.sinkhorn_iters)[dist.rank() * n: (dist.rank() + 1) * n]
 
     def _prototype_weight(self) -> torch.Tensor:
