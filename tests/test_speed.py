@@ -73,7 +73,8 @@ def test_amp_choices():
     cpu = torch.device("cpu")
     assert speed.amp_dtype("off", cpu) is None
     assert speed.amp_dtype("bf16", cpu) is torch.bfloat16
-    assert speed.amp_dtype("auto", cpu) is (torch.bfloat16 if speed.cpu_bf16_is_native() else None)
+    native = speed.CPU_AUTO_BF16 and speed.cpu_bf16_is_native()
+    assert speed.amp_dtype("auto", cpu) is (torch.bfloat16 if native else None)
     with pytest.raises(ValueError, match="run.amp"):
         speed.amp_dtype("fp8", cpu)
 

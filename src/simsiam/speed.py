@@ -25,13 +25,19 @@ def cpu_bf16_is_native() -> bool:
     return False
 
 
+# ``run.amp=auto`` on CPU. On this project's 2-core AMD EPYC (Zen 5, AVX512-BF16) bf16 autocast made
+# the step 1.5x (fmnist preset) and 1.8x (cifar10 preset) faster (docs/PERFORMANCE.md), yet ``auto``
+# keeps CPU runs in fp32: bf16 changes every CPU result, and on digits it flipped a reproduced claim
+# (tests/test_reproduce.py, stop-gradient: kNN 54.3% vs 56.0% instead of the fp32 ordering).
+# ``run.amp=bf16`` opts in; True here makes ``auto`` pick bf16 on CPUs with native bf16.
+CPU_AUTO_BF16 = False
+
+
 def amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
     """The autocast dtype for ``run.amp`` on ``device``, or None for full fp32.
 
     ``auto``: bf16 on a CUDA device that supports it (fp32's exponent range, so no loss scaling);
-    on CPU bf16 only with native bf16 instructions. Measured for the fmnist preset's step on the
-    2-core AMD EPYC (Zen 5, AVX512-BF16) of this project, 1 thread, interleaved medians: bf16
-    autocast was 1.5x faster than fp32 (see docs/PERFORMANCE.md). Elsewhere CPU training stays fp32.
+    on CPU fp32 (see :data:`CPU_AUTO_BF16`). ``bf16`` asks for it on any device.
     """
     if amp == "off":
         return None
@@ -41,7 +47,7 @@ def amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
         raise ValueError(f"run.amp={amp!r} is not valid; choose one of: auto, bf16, off")
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    if device.type == "cpu" and cpu_bf16_is_native():
+    if device.type == "cpu" and CPU_AUTO_BF16 and cpu_bf16_is_native():
         return torch.bfloat16
     return None
 

@@ -25,7 +25,7 @@ def add_parser(sub) -> None:
     p.add_argument("table", choices=names + ["all"], metavar="TABLE", help=f"one of: {', '.join(names)}, all")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="applied to every row before the row's own overrides, e.g. optim.epochs=5 "
-                        "data.train_limit=20000")
+                        "data.train_limit=20000 (write them right after TABLE, or after --seeds)")
     p.add_argument("--preset", default="fmnist", choices=sorted(PRESETS), help="the recipe every row starts from")
     p.add_argument("--seeds", nargs="+", default=["0"], metavar="SEED",
                    help="one run per seed per row (KEY=VALUE overrides written after them are taken as overrides)")

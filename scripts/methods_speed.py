@@ -1,0 +1,68 @@
+"""Training-step throughput of each section-6 method at the fmnist CPU recipe, timed interleaved.
+
+One process builds every method (SimSiam's ``fmnist`` preset and the ``fmnist_<method>`` presets)
+and times full training steps (forward of both views, backward, SGD step, momentum/queue update)
+on the same synthetic batch, one method after another in turn, for several rounds; the median
+step time per method is reported as images/s (one image = its two views, as the trainer counts).
+Interleaving makes a burst of load from other processes on a shared machine hit every method alike.
+
+    python scripts/methods_speed.py [--rounds 7] [--threads 1] [--batch 256]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+from simsiam import get_preset
+from simsiam.config import resolve
+from simsiam.methods import build_method
+from simsiam.optim import build_optimizer
+from simsiam.resources import peak_memory
+
+PRESETS = {"simsiam": "fmnist", "simclr": "fmnist_simclr", "moco": "fmnist_moco", "byol": "fmnist_byol",
+           "swav": "fmnist_swav"}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=7)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch", type=int, default=0, help="the global batch (0: the fmnist preset's)")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    runs = {}
+    for name, preset in PRESETS.items():
+        cfg = get_preset(preset)
+        cfg.optim.batch_size = args.batch or cfg.optim.batch_size
+        cfg = resolve(cfg)
+        method = build_method(cfg, in_channels=1).to(memory_format=torch.channels_last).train()
+        runs[name] = (cfg, method, build_optimizer(method.param_groups(), cfg.optim))
+    batch = runs["simsiam"][0].optim.batch_size
+    views = tuple(torch.randn(batch, 1, 28, 28).contiguous(memory_format=torch.channels_last) for _ in range(2))
+    times: dict[str, list[float]] = {n: [] for n in runs}
+    for r in range(args.rounds + 1):  # round 0 warms up and is not counted
+        for name, (cfg, method, optimizer) in runs.items():
+            t = time.perf_counter()
+            loss = method.training_step(views)["loss"]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if hasattr(method, "on_step_end"):
+                method.on_step_end(r, 1000)
+            if r:
+                times[name].append(time.perf_counter() - t)
+    result = {n: {"images_per_s": round(batch / statistics.median(ts), 1),
+                  "step_s_median": round(statistics.median(ts), 3), "step_s_min": round(min(ts), 3)}
+              for n, ts in times.items()}
+    result["_setup"] = {"batch": batch, "threads": args.threads, "rounds": args.rounds,
+                        **peak_memory(torch.device("cpu"))}
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
