@@ -32,8 +32,8 @@ def test_bench_on_digits_prints_a_table_and_writes_json(tmp_path, capsys):
                  "--matmul-size", "256", "--json", str(path), "data.num_workers=1"])
     assert code == 0
     out = capsys.readouterr().out
-    for row in ("data pipeline alone", "training step alone", "both together", "GFLOP per image", "matmul peak",
-                "peak memory", "load average"):
+    for row in ("data pipeline alone", "training step alone", "both together", "GFLOP per image", "peak probes",
+                "of the fp32 matmul", "peak memory", "load average"):
         assert row in out, row
 
     r = json.loads(path.read_text())
@@ -48,10 +48,14 @@ def test_bench_on_digits_prints_a_table_and_writes_json(tmp_path, capsys):
     assert r["reference"]["workers"] == 1 and r["reference"]["amp"] == "fp32"
     assert r["ours"]["channels_last"] is True and r["ours"]["compile"] == "off"
     assert _positive(r["flops_per_image"]) and _positive(r["matmul_peak_flops"])
-    assert r["matmul_size"] == 256 and len(r["matmul_peak_samples"]) == 2
+    assert r["matmul_size"] == 256 and set(r["peak_probes"]) == {"matmul_fp32", "conv_fp32"}
+    assert r["matmul_peak_flops"] == r["peak_probes"]["matmul_fp32"]
     for side in ("ours", "reference"):
         assert _positive(r["achieved_flops"][side])
-        assert r["fraction_of_peak"][side] == pytest.approx(r["achieved_flops"][side] / r["matmul_peak_flops"])
+        peak = r["peak_flops"][side]
+        assert peak == max(r["peak_probes"].values())  # fp32 on both sides here: the best fp32 probe
+        assert r["fraction_of_peak"][side] == pytest.approx(r["achieved_flops"][side] / peak)
+        assert r["fraction_of_matmul_peak"][side] == pytest.approx(r["achieved_flops"][side] / r["matmul_peak_flops"])
     assert _positive(r["memory"]["peak_rss_mb"]) and "peak_rss_workers_mb" in r["memory"]
     assert len(r["load_avg_before"]) == 3 and len(r["load_avg_after"]) == 3
     assert r["command"].startswith("simsiam bench")

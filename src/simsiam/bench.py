@@ -6,7 +6,7 @@ them (the config's pipeline, memory format, precision and compile settings) and 
 reference does -- per-image PIL/torchvision transforms in DataLoader workers as the official code,
 an eager fp32 model in the default memory format. Beside them: the model's FLOPs per image (forward
 and backward of both views, counted by ``FlopCounterMode``), the FLOP/s that achieves against this
-machine's matmul peak measured in the same run, and peak memory.
+machine's peak (matmul and convolution probes) measured in the same run, and peak memory.
 
 How the figures are taken, and why (shared machines are noisy):
 
@@ -15,8 +15,10 @@ How the figures are taken, and why (shared machines are noisy):
   the figure.
 * The pipelines and the end-to-end loops are timed over all their measured steps (total time):
   DataLoader workers deliver batches in bursts, so a per-batch median would overstate them.
-* The matmul peak is the median of several 2048x2048 fp32 matmuls (8192 on a GPU) with the same
-  thread count, taken before and after the step timing; the higher of the two is the peak.
+* The peak is probed (``bench_peak``) with the same thread count before and after the step timing,
+  keeping the higher: a 2048x2048 fp32 matmul (8192 on a GPU) and a dense 3x3 convolution, in fp32
+  and, when the step runs in bf16, in bf16. Each step is measured against the best probe of the
+  precision it computes in, and also against the fp32 matmul alone.
 * Images are source images: one image is both of its views (as the trainer's images/s).
 """
 from __future__ import annotations
@@ -28,7 +30,7 @@ import resource
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator
 
 import torch
 
@@ -39,6 +41,7 @@ from .data.subset import subset
 from .loaders import PerImageViewLoader, build_train_loader
 from .methods import build_method
 from .optim import build_optimizer
+from .bench_peak import best_peak, dtype_name, measure_peaks
 from .resources import peak_memory
 from .speed import amp_dtype, autocast, compile_with_fallback, to_memory_format
 
@@ -53,7 +56,7 @@ class BenchOptions:
     warmup: int = 2  # untimed steps before them (allocator, oneDNN/cuDNN kernel choice, compilation)
     synthetic: bool = False  # random uint8 images of the dataset's shape instead of the dataset
     threads: int = 0  # torch intra-op threads; 0: torch's default
-    matmul_size: int = 0  # side of the square matmul that measures the peak; 0: 2048 on CPU, 8192 on a GPU
+    matmul_size: int = 0  # side of the peak probe's square matmul; 0: 2048 on CPU, 8192 on a GPU
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -180,25 +183,6 @@ def time_end_to_end(loader, trainer: Trainer, opts: BenchOptions, device: torch.
     return images / (time.perf_counter() - t0)
 
 
-def matmul_peak(device: torch.device, n: int = 0, repeats: int = 8) -> float:
-    """FLOP/s of a large fp32 ``n`` x ``n`` matmul here (median of ``repeats``): what the cores can do at best."""
-    n = n or (8192 if device.type == "cuda" else 2048)
-    gen = torch.Generator(device=device).manual_seed(0)
-    a = torch.randn(n, n, device=device, generator=gen)
-    b = torch.randn(n, n, device=device, generator=gen)
-    c = torch.empty(n, n, device=device)
-    for _ in range(2):
-        torch.mm(a, b, out=c)
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        torch.mm(a, b, out=c)
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return 2 * n**3 / statistics.median(times)
-
-
 def flops_per_image(cfg: Config, channels: int, size: int, device: torch.device) -> float:
     """FLOPs of one image's training step: forward and backward of both views (matmuls and convs).
 
@@ -262,13 +246,15 @@ def run_bench(cfg: Config, opts: BenchOptions, warn: Callable[[str], None] = pri
     pipeline = (time_pipeline(ours_loader, opts, device, cfg.run.channels_last, epoch=0),
                 time_pipeline(ref_loader, opts, device, False, epoch=0))
 
-    progress("training step alone (synthetic tensors), with the matmul peak before and after")
-    peak_before = matmul_peak(device, opts.matmul_size)
+    progress("training step alone (synthetic tensors), with the peak probes before and after")
+    ours_dtype = amp_dtype(cfg.run.amp, device) or torch.float32
+    dtypes = tuple(dict.fromkeys((torch.float32, ours_dtype)))
+    peaks_before = measure_peaks(device, dtypes, opts.matmul_size)
     gen = torch.Generator(device=device).manual_seed(cfg.run.seed)
     views = tuple(torch.randn(cfg.optim.batch_size, channels, size, size, device=device, generator=gen)
                   for _ in range(2))
     step_seconds = time_steps([ours, ref], views, opts, device)
-    peak_after = matmul_peak(device, opts.matmul_size)
+    peaks_after = measure_peaks(device, dtypes, opts.matmul_size)
     step = tuple(cfg.optim.batch_size / statistics.median(s) for s in step_seconds)
 
     progress("both together")
@@ -276,7 +262,7 @@ def run_bench(cfg: Config, opts: BenchOptions, warn: Callable[[str], None] = pri
                   time_end_to_end(ref_loader, ref, opts, device, epoch=1))
 
     flops = flops_per_image(cfg, channels, size, device)
-    peak = max(peak_before, peak_after)
+    peaks = {k: max(peaks_before[k], peaks_after[k]) for k in peaks_before}
     ours_pipeline = "per_image" if isinstance(ours_loader, PerImageViewLoader) else "batched"
     ours_workers, ref_workers = getattr(ours_loader, "workers", 0), ref_loader.workers
     del ours_loader, ref_loader  # ends the persistent workers, so their peak RSS is counted below
@@ -295,18 +281,16 @@ def run_bench(cfg: Config, opts: BenchOptions, warn: Callable[[str], None] = pri
         "load_avg_before": [round(x, 2) for x in load_before],
         "load_avg_after": [round(x, 2) for x in os.getloadavg()],
         "ours": {"pipeline": ours_pipeline, "workers": ours_workers, "channels_last": cfg.run.channels_last,
-                 "amp": _dtype_name(amp_dtype(cfg.run.amp, device)), "compile": ours.compile_state},
+                 "amp": dtype_name(ours_dtype), "compile": ours.compile_state},
         "reference": {"pipeline": "per_image", "workers": ref_workers, "channels_last": False, "amp": "fp32",
                       "compile": "off"},
         "images_per_s": {name: _pair(pair) for name, pair in
                          (("pipeline", pipeline), ("step", step), ("end_to_end", end_to_end))},
         "step_seconds_median": {"ours": statistics.median(step_seconds[0]), "reference": statistics.median(step_seconds[1])},
-        "flops_per_image": flops,
-        "matmul_peak_flops": peak,
-        "matmul_peak_samples": [peak_before, peak_after],
+        **_flops_figures(flops, step, peaks, ours_dtype),
+        "peak_probes_before": peaks_before,
+        "peak_probes_after": peaks_after,
         "matmul_size": opts.matmul_size or (8192 if device.type == "cuda" else 2048),
-        "achieved_flops": {"ours": flops * step[0], "reference": flops * step[1]},
-        "fraction_of_peak": {"ours": flops * step[0] / peak, "reference": flops * step[1] / peak},
         "memory": _peak_memory(device),
         "config": cfg.to_dict(),
     }
@@ -323,8 +307,20 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _dtype_name(dtype: Optional[torch.dtype]) -> str:
-    return "fp32" if dtype is None else str(dtype).replace("torch.", "")
+def _flops_figures(flops: float, step: tuple[float, float], peaks: dict[str, float], ours_dtype: torch.dtype) -> dict:
+    """Achieved FLOP/s of both steps, each against the best probe of its precision and the fp32 matmul."""
+    achieved = {"ours": flops * step[0], "reference": flops * step[1]}
+    best = {"ours": best_peak(peaks, ours_dtype), "reference": best_peak(peaks, torch.float32)}
+    return {
+        "flops_per_image": flops,
+        "achieved_flops": achieved,
+        "peak_probes": peaks,
+        "peak_flops": {side: value for side, (_, value) in best.items()},
+        "peak_probe_used": {side: name for side, (name, _) in best.items()},
+        "fraction_of_peak": {side: achieved[side] / best[side][1] for side in achieved},
+        "matmul_peak_flops": peaks["matmul_fp32"],
+        "fraction_of_matmul_peak": {side: achieved[side] / peaks["matmul_fp32"] for side in achieved},
+    }
 
 
 def _pair(pair: tuple[float, float]) -> dict:

@@ -112,8 +112,11 @@ def _collate(batch):
 
 
 def default_workers() -> int:
-    """Leave one core to the main process (the model); none at all on a 1-2 core machine with CPU
-    training would still need decoding, so at least 1 worker when there is more than one core."""
+    """DataLoader workers when ``data.num_workers`` is not given: every core this process may use
+    but one, which the main process keeps (for the model on CPU, for launching kernels on a GPU),
+    and at most 8 (beyond that, per-worker memory grows faster than throughput). One core: 0, the
+    transforms then run in the main process. Pinned memory is chosen by the device (CUDA only), and
+    workers persist across epochs whenever there are any (see ``PerImageViewLoader``)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(0, min(8, cores - 1))
 

@@ -83,14 +83,19 @@ def format_table(r: dict) -> str:
     for key, label in names.items():
         row = r["images_per_s"][key]
         lines.append(f"{label:<22}{row['ours']:>14.1f}{row['reference']:>14.1f}{row['ratio']:>8.2f}x")
-    frac = r["fraction_of_peak"]
     mem = r["memory"]
+    probes = ", ".join(f"{name.replace('_', ' ')} {value / 1e9:.1f}" for name, value in r["peak_probes"].items())
     lines += [
         "",
         f"model: {r['flops_per_image'] / 1e9:.3f} GFLOP per image (forward + backward, both views)",
-        f"achieved in the step: {r['achieved_flops']['ours'] / 1e9:.1f} GFLOP/s = {100 * frac['ours']:.0f}% of the "
-        f"measured fp32 matmul peak {r['matmul_peak_flops'] / 1e9:.1f} GFLOP/s "
-        f"(reference: {100 * frac['reference']:.0f}%)",
+        f"peak probes here (GFLOP/s, best of before/after): {probes}",
+    ]
+    for side, label in (("ours", "this package"), ("reference", "reference")):
+        lines.append(
+            f"{label + ':':<14}{r['achieved_flops'][side] / 1e9:.1f} GFLOP/s in the step = "
+            f"{100 * r['fraction_of_peak'][side]:.0f}% of the best probe ({r['peak_probe_used'][side].replace('_', ' ')}), "
+            f"{100 * r['fraction_of_matmul_peak'][side]:.0f}% of the fp32 matmul")
+    lines += [
         f"peak memory: RSS {mem['peak_rss_mb']:.0f} MiB (a DataLoader worker {mem['peak_rss_workers_mb']:.0f} MiB)"
         + (f", CUDA {mem['peak_cuda_mb']:.0f} MiB allocated" if "peak_cuda_mb" in mem else ""),
         f"load average: {' '.join(f'{x:.2f}' for x in r['load_avg_before'])} before, "

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from .. import checkpoint as ckpt_io
-from ..config import Config, apply_overrides, resolve
+from ..config import Config, ConfigError, apply_overrides, from_dict, resolve
 from ..presets import get_preset
 from ..runlog import read_metrics
 
@@ -42,12 +42,23 @@ def row_config(preset: str, overrides: list[str], row: dict, seed: int, run_dir:
 
 
 def _comparable(cfg: dict) -> dict:
-    """A config without what may differ between the runs of one row: where it runs, how long."""
+    """A config without what may differ between the runs of one row: where it runs, how long, how
+    often it is monitored."""
     cfg = copy.deepcopy(cfg)
     cfg.pop("run", None)
+    cfg.pop("monitor", None)
     cfg.get("optim", {}).pop("epochs", None)
     cfg.get("optim", {}).pop("warmup_epochs", None)
     return cfg
+
+
+def _same_settings(saved: dict, cfg: Config) -> bool:
+    """Whether a checkpoint's config is ``cfg``; fields added to the schema since take their defaults."""
+    try:
+        then = from_dict(saved)
+    except ConfigError:  # a key the schema no longer has
+        return False
+    return _comparable(then.to_dict()) == _comparable(resolve(copy.deepcopy(cfg)).to_dict())
 
 
 def _read_json(path: Path) -> Optional[dict]:
@@ -66,7 +77,7 @@ def _train(cfg: Config, log: Log, train: bool = True) -> dict:
     resume = False
     if (run_dir / "checkpoint.pt").is_file():
         saved = ckpt_io.load(run_dir / "checkpoint.pt")
-        if _comparable(saved["config"]) != _comparable(resolve(copy.deepcopy(cfg)).to_dict()):
+        if not _same_settings(saved["config"], cfg):
             raise FileExistsError(f"{run_dir} holds a run of other settings; choose another --out")
         if saved["epoch"] >= cfg.optim.epochs:
             return prior if prior and prior["status"] == "done" else {"status": "done", "epochs": cfg.optim.epochs}
