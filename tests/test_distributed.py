@@ -99,7 +99,7 @@ def test_two_processes_with_sync_bn_take_the_same_step_as_one(tmp_path):
     cfg = _small_digits(tmp_path, batch=32)
     single = _one_step(cfg, _views(32))
     _spawn(_step_worker, cfg, str(tmp_path))
-    multi = torch.load(tmp_path / "step.pt")
+    multi = torch.load(tmp_path / "step.pt", weights_only=True)
 
     synced = multi[True]
     assert torch.allclose(synced["loss"], single["loss"], atol=1e-6), (synced["loss"], single["loss"])
@@ -151,7 +151,7 @@ def _bn_worker(rank, port, out_dir):
 
 def test_cpu_sync_batchnorm_over_two_halves_equals_batchnorm_over_the_whole(tmp_path):
     _spawn(_bn_worker, str(tmp_path))
-    halves = [torch.load(tmp_path / f"bn{r}.pt") for r in range(WORLD)]
+    halves = [torch.load(tmp_path / f"bn{r}.pt", weights_only=True) for r in range(WORLD)]
     for i, (bn, x, dy) in enumerate(_bn_cases()):
         whole = _bn_forward_backward(bn, x, dy)
         for key in ("y", "dx"):
@@ -209,7 +209,7 @@ def _tiny_run(tmp_path: Path, name: str):
 def test_two_process_run_checkpoints_and_resume_equals_uninterrupted(tmp_path):
     straight, resumed = _tiny_run(tmp_path, "straight"), _tiny_run(tmp_path, "resumed")
     _spawn(_pretrain_worker, straight, resumed)
-    assert torch.load(tmp_path / "interrupted_at.pt") == 1  # the interruption left epoch 1's checkpoint
+    assert torch.load(tmp_path / "interrupted_at.pt", weights_only=True) == 1  # the interruption left epoch 1's checkpoint
 
     a, b = (ckpt_io.load(c.run.out_dir) for c in (straight, resumed))
     assert a["epoch"] == b["epoch"] == 2 and a["step"] == b["step"] == 8
@@ -268,7 +268,7 @@ def test_knn_with_bank_gathered_over_two_processes_equals_one_process(tmp_path):
     single = knn_evaluate(ckpt, ks=(20, 200), ts=(0.1,))
     single_feats = _features(_load(ckpt)[0])
     _spawn(_knn_worker, str(ckpt), str(tmp_path))
-    multi = torch.load(tmp_path / "knn.pt")
+    multi = torch.load(tmp_path / "knn.pt", weights_only=True)
 
     f, y, kept, skipped = multi["feats"]
     assert kept == single_feats[2] and torch.equal(y, single_feats[1]) and skipped == []  # dataset order
@@ -295,7 +295,7 @@ def test_per_image_loader_splits_each_epoch_between_ranks(tmp_path):
     cfg = _small_digits(tmp_path, batch=64)
     cfg.data.pipeline, cfg.data.num_workers = "per_image", 0
     _spawn(_sampler_worker, cfg, str(tmp_path))
-    r0, r1 = (torch.load(tmp_path / f"sampler{r}.pt") for r in range(WORLD))
+    r0, r1 = (torch.load(tmp_path / f"sampler{r}.pt", weights_only=True) for r in range(WORLD))
     assert r0["len"] == r1["len"] == 4  # 256 images // global batch 64
     for e in (0, 1):
         assert len(r0["seen"][e]) == 4 and all(len(b) == 32 for b in r0["seen"][e] + r1["seen"][e])

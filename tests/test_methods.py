@@ -293,7 +293,7 @@ def _simclr_step(views) -> dict:
                     reason="needs torch.distributed with gloo")
 def test_simclr_negatives_gathered_over_two_processes_equal_one_process(tmp_path):
     mp.spawn(_simclr_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
-    ranks = [torch.load(tmp_path / f"simclr{r}.pt") for r in range(2)]
+    ranks = [torch.load(tmp_path / f"simclr{r}.pt", weights_only=True) for r in range(2)]
     v1, v2 = _global_views()
     z = torch.cat([v1, v2]).requires_grad_()
     single = nt_xent(z, z, 0.2)

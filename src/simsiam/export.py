@@ -92,7 +92,7 @@ def torchvision_how_to_load(backbone: nn.Module, cfg: Config, path: Path) -> str
             lines.append(f"model.layer{i} = model._make_layer({block}, {width * 2 ** (i - 1)}, {blocks}, "
                          f"stride={1 if i == 1 else 2})")
         lines.append(f"model.fc = torch.nn.Linear({backbone.num_features}, 1000)")
-    lines += [f"missing, unexpected = model.load_state_dict(torch.load({str(path)!r}), strict=False)",
+    lines += [f"missing, unexpected = model.load_state_dict(torch.load({str(path)!r}, weights_only=True), strict=False)",
               "# missing == ['fc.weight', 'fc.bias']: add your own head, or model.fc = torch.nn.Identity() "
               "for the pooled features"]
     return "\n".join(lines)
