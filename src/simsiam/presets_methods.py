@@ -82,10 +82,10 @@ def swav() -> Config:
     return cfg
 
 
-# The CPU recipes' differences from ``presets.fmnist()`` (batch 256, SGD, 10 epochs, projector
-# hidden 512), one list per method, as ``key=value`` overrides. Chosen for 28x28 images and a
-# batch of 256: SimCLR's CIFAR temperature 0.5 (its paper's appendix B.9), MoCo's queue and
-# momentum shortened to a 2k-step run, SwAV's prototypes scaled to 10 classes.
+# The CPU recipes' differences from ``presets.fmnist()`` (its batch, SGD schedule, epochs and
+# projector hidden 512), one list per method, as ``key=value`` overrides. Chosen for 28x28 images
+# and a batch of a few hundred: SimCLR's CIFAR temperature 0.5 (its paper's appendix B.9), MoCo's
+# queue and momentum shortened to a run of a few thousand steps, SwAV's prototypes scaled to 10 classes.
 SMALL: dict[str, list[str]] = {
     "simclr": ["method=simclr", "model.proj_layers=3", "model.dim=128", "methods.temperature=0.5"],
     "moco": ["method=moco", "model.dim=128", "model.head_bn=none", "methods.temperature=0.2",

@@ -1,0 +1,81 @@
+"""Training-step images/s of a preset under several (channels_last, bf16, threads) variants, interleaved.
+
+The variants take turns step by step and each reports its median step, so load from other
+processes hits all of them alike (docs/PERFORMANCE.md, the channels_last and bf16 figures):
+
+    python scripts/bench_step_variants.py fmnist --batch-size 128 --rounds 8 \
+        --variant 1,0,2 --variant 1,1,2 --variant 0,0,2 --variant 0,1,2
+
+A variant is ``channels_last,bf16,threads`` (0/1, 0/1, an integer).
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import time
+
+import torch
+
+from simsiam import get_preset
+from simsiam.bench import SYNTHETIC_SHAPES
+from simsiam.config import resolve
+from simsiam.methods import build_method
+from simsiam.optim import build_optimizer
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("preset")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--rounds", type=int, default=8)
+    p.add_argument("--variant", action="append", required=True, help="channels_last,bf16,threads e.g. 1,0,2")
+    args = p.parse_args()
+    cfg = resolve(get_preset(args.preset))
+    batch = args.batch_size or cfg.optim.batch_size
+    channels, size, _ = SYNTHETIC_SHAPES[cfg.data.dataset]
+    size = cfg.data.image_size or size
+    variants = [tuple(int(x) for x in v.split(",")) for v in args.variant]
+
+    state = {}
+    for v in variants:
+        channels_last = bool(v[0])
+        torch.manual_seed(0)
+        method = build_method(cfg, channels)
+        if channels_last:
+            method.to(memory_format=torch.channels_last)
+        optimizer = build_optimizer(method.param_groups(), cfg.optim)
+        gen = torch.Generator().manual_seed(1)
+        views = [torch.randn(batch, channels, size, size, generator=gen) for _ in range(2)]
+        if channels_last:
+            views = [x.contiguous(memory_format=torch.channels_last) for x in views]
+        state[v] = (method, optimizer, views, [])
+
+    def step(v) -> None:
+        method, optimizer, views, times = state[v]
+        torch.set_num_threads(v[2])
+        amp = torch.autocast("cpu", dtype=torch.bfloat16) if v[1] else contextlib.nullcontext()
+        start = time.perf_counter()
+        with amp:
+            out = method.training_step(views)
+        optimizer.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+
+    for r in range(args.rounds + 1):  # round 0 warms up (oneDNN picks and caches its kernels)
+        for v in variants:
+            step(v)
+        if r == 0:
+            for v in variants:
+                state[v][3].clear()
+    print(f"load average {os.getloadavg()}")
+    for v in variants:
+        times = state[v][3]
+        print(f"{args.preset} batch {batch} channels_last={v[0]} bf16={v[1]} threads={v[2]}: "
+              f"median {batch / statistics.median(times):.1f} images/s (best {batch / min(times):.1f}, n={len(times)})")
+
+
+if __name__ == "__main__":
+    main()
