@@ -58,7 +58,8 @@ def test_bench_on_digits_prints_a_table_and_writes_json(tmp_path, capsys):
         assert r["fraction_of_matmul_peak"][side] == pytest.approx(r["achieved_flops"][side] / r["matmul_peak_flops"])
     assert _positive(r["memory"]["peak_rss_mb"]) and "peak_rss_workers_mb" in r["memory"]
     assert len(r["load_avg_before"]) == 3 and len(r["load_avg_after"]) == 3
-    assert r["command"].startswith("simsiam bench")
+    assert r["command"] == ("simsiam bench --preset digits --steps 2 --warmup 1 --threads 1 --matmul-size 256 "
+                            "data.num_workers=1")
 
 
 def test_synthetic_data_has_the_preset_dataset_shape():

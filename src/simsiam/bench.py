@@ -124,7 +124,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
         self.optimizer.step()
-        if hasattr(self.method, "on_step_end"):
+        if hasattr(self.method, "on_step_end"):  # e.g. a momentum encoder's update; a long schedule's start
             self.method.on_step_end(self.steps, 10**9)
         self.steps += 1
         return out["loss"].detach()

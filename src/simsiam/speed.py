@@ -12,6 +12,7 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
+
 def cpu_bf16_is_native() -> bool:
     """Whether this CPU has bf16 dot-product instructions (AVX512-BF16 or AMX), which oneDNN uses.
 

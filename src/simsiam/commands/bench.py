@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"WARNING: {message}", file=sys.stderr, flush=True)
 
     result = run_bench(cfg, opts, warn=warn, progress=progress)
-    result["command"] = "simsiam bench " + " ".join(sys.argv[2:] if len(sys.argv) > 2 else [])
+    result["command"] = _command_line(args)
     print(format_table(result))
     if args.json:
         path = Path(args.json)
@@ -63,6 +63,21 @@ def run(args: argparse.Namespace) -> int:
         path.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {path}")
     return 0
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    """The command that repeats this measurement (rebuilt from the parsed options, every one explicit)."""
+    parts = ["simsiam bench", f"--preset {args.preset}", f"--steps {args.steps}", f"--warmup {args.warmup}"]
+    for flag, value in (("--batch-size", args.batch_size), ("--device", args.device), ("--data-dir", args.data_dir)):
+        if value is not None:
+            parts.append(f"{flag} {value}")
+    if args.threads:
+        parts.append(f"--threads {args.threads}")
+    if args.matmul_size:
+        parts.append(f"--matmul-size {args.matmul_size}")
+    if args.synthetic:
+        parts.append("--synthetic")
+    return " ".join(parts + list(args.overrides))
 
 
 def format_table(r: dict) -> str:
