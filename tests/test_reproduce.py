@@ -136,3 +136,39 @@ def test_reproduce_stopgrad_on_digits_shows_the_collapse(tmp_path):
     assert "| without stop-grad |" in report and "0.1 (chance)" in report and "**held**" in report
     assert (out / "stopgrad" / "curves.png").is_file()
     assert (out / "stopgrad" / "without_stop-grad" / "seed0" / "checkpoint.pt").is_file()
+
+
+def test_a_row_with_the_settings_of_a_finished_run_is_copied_not_trained(tmp_path, monkeypatch):
+    import simsiam.train as train
+
+    real, calls = train.pretrain, []
+
+    def pretrain(cfg, resume=False):
+        calls.append(cfg.run.out_dir)
+        return real(cfg, resume=resume)
+
+    monkeypatch.setattr(train, "pretrain", pretrain)
+    kw = dict(preset="digits", seeds=[0], out=tmp_path, log=lambda _: None,
+              overrides=["optim.epochs=1", "data.train_limit=128", "data.eval_split=", "optim.batch_size=64"])
+    base = {"name": "base", "overrides": [], "paper": "", "claim": ""}
+    other = {"name": "other", "overrides": ["model.dim=32"], "paper": "", "claim": ""}
+    first = run_rows("a", [base], **kw)
+    second = run_rows("b", [base, other], **kw)  # b's base row is a's: the same config, seed and epochs
+    assert calls == [str(tmp_path / "a" / "base" / "seed0"), str(tmp_path / "b" / "other" / "seed0")]
+    assert second[0]["outcome"]["reused_from"] == str(tmp_path / "a" / "base" / "seed0")
+    assert second[0]["metrics"] == first[0]["metrics"]
+    assert "reused_from" not in second[1]["outcome"]
+    calls.clear()
+    run_rows("c", [base], **{**kw, "seeds": [1]})  # another seed is another run
+    assert calls == [str(tmp_path / "c" / "base" / "seed1")]
+
+
+def test_report_lists_speed_and_peak_memory_of_every_row(tmp_path):
+    rows = [{"name": "ok", "overrides": [], "paper": "", "claim": ""}]
+    records = run_rows("t", rows, preset="digits", seeds=[0], out=tmp_path, log=lambda _: None,
+                       overrides=["optim.epochs=1", "data.train_limit=128", "data.eval_split=", "optim.batch_size=64"])
+    write_report("t", rows, records, out=tmp_path, command="c", preset="digits", overrides=[], seeds=[0],
+                 chance=None, seconds=1.0)
+    row = json.loads((tmp_path / "t" / "summary.json").read_text())["rows"][0]
+    assert row["images_per_s"]["mean"] > 0 and row["peak_mb"]["mean"] > 10
+    assert "| img/s | peak MiB |" in (tmp_path / "t" / "report.md").read_text()

@@ -42,7 +42,7 @@ from .loaders import PerImageViewLoader, build_train_loader
 from .methods import build_method
 from .optim import build_optimizer
 from .bench_peak import best_peak, dtype_name, measure_peaks
-from .resources import peak_memory
+from .resources import peak_memory, reset_peak_memory
 from .speed import amp_dtype, autocast, compile_with_fallback, to_memory_format
 
 # (channels, height, width) of each in-memory dataset, for --synthetic data of the preset's shape.
@@ -239,8 +239,7 @@ def run_bench(cfg: Config, opts: BenchOptions, warn: Callable[[str], None] = pri
     if ours.method.num_views != 2:
         raise ValueError(f"bench measures two-view methods; {cfg.method} with loss.symmetry={cfg.loss.symmetry} "
                          f"needs {ours.method.num_views} views")
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak_memory(device)
 
     progress("data pipeline alone")
     pipeline = (time_pipeline(ours_loader, opts, device, cfg.run.channels_last, epoch=0),

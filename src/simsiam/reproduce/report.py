@@ -26,6 +26,22 @@ def _final(metrics: list[dict]) -> dict:
     return epochs[-1] if epochs else {}
 
 
+def _speed(metrics: list[dict]) -> Optional[float]:
+    """Training images/s of a run: its epochs' images over their seconds (monitors excluded)."""
+    epochs = [r for r in metrics if r.get("kind") == "epoch" and r.get("images_per_s")]
+    seconds = sum(r["epoch_seconds"] for r in epochs if r.get("epoch_seconds"))
+    if not seconds:
+        return None
+    return sum(r["images_per_s"] * r["epoch_seconds"] for r in epochs if r.get("epoch_seconds")) / seconds
+
+
+def _peak_mb(metrics: list[dict]) -> Optional[float]:
+    """The run's peak memory: on a GPU the allocator's, else the process's resident set (MiB)."""
+    peaks = [r.get("peak_cuda_mb", r.get("peak_rss_mb")) for r in metrics if r.get("kind") == "epoch"]
+    peaks = [p for p in peaks if p is not None]
+    return max(peaks) if peaks else None
+
+
 def summarise(row: dict, runs: list[dict], chance: Optional[float]) -> dict:
     """Mean and spread over the row's seeds; collapse counted over its finished runs."""
     done = [r for r in runs if r["outcome"]["status"] == "done"]
@@ -42,6 +58,8 @@ def summarise(row: dict, runs: list[dict], chance: Optional[float]) -> dict:
         "std_sqrt_d": _stats([f.get("z_std_sqrt_d") for f in finals]),
         "loss": _stats([f.get("loss") for f in finals]),
         "epochs": _stats([f.get("epochs_done") for f in finals]),
+        "images_per_s": _stats([_speed(r["metrics"]) for r in done]),
+        "peak_mb": _stats([_peak_mb(r["metrics"]) for r in done]),
     }
 
 
@@ -90,8 +108,8 @@ def write_report(table: str, rows: list[dict], records: list[dict], *, out: Path
     lines += [
         "",
         "| row | overrides | paper | kNN (ours) |" + (" linear (ours) |" if with_linear else "") +
-        " std x sqrt(d) | final loss | collapsed | diverged | runs |",
-        "|---|---|---:|---:|" + ("---:|" if with_linear else "") + "---:|---:|---|---|---:|",
+        " std x sqrt(d) | final loss | collapsed | diverged | runs | img/s | peak MiB |",
+        "|---|---|---:|---:|" + ("---:|" if with_linear else "") + "---:|---:|---|---|---:|---:|---:|",
     ]
     for s in summaries:
         extra = f" warmup {s['warmup_fraction']:.0%} of epochs" if s["warmup_fraction"] else ""
@@ -99,8 +117,12 @@ def write_report(table: str, rows: list[dict], records: list[dict], *, out: Path
             f"| {s['name']} | `{' '.join(s['overrides']) or '-'}`{extra} | {s['paper']} | {_fmt(s['knn'])} |"
             + (f" {_fmt(s['linear'])} |" if with_linear else "")
             + f" {_fmt(s['std_sqrt_d'], 3)} | {_fmt(s['loss'], 4)} | {_yes_no(s['collapsed'], s['finished'])} |"
-            f" {_yes_no(s['diverged'], s['runs'])} | {s['finished']}/{s['runs']} |")
-    lines += ["", "## The paper's claims", "", "| row | claim | held here? | numbers |", "|---|---|---|---|"]
+            f" {_yes_no(s['diverged'], s['runs'])} | {s['finished']}/{s['runs']} |"
+            f" {_fmt(s['images_per_s'], 0)} | {_fmt(s['peak_mb'], 0)} |")
+    lines += ["", "img/s: training images per second over the run's epochs (monitors excluded); peak MiB: the "
+              "GPU allocator's peak on a GPU, else the process's peak resident memory. Copied rows (a run "
+              "with the same settings in another table) show the figures of the run they were copied from.",
+              "", "## The paper's claims", "", "| row | claim | held here? | numbers |", "|---|---|---|---|"]
     for s in summaries:
         lines.append(f"| {s['name']} | {s['claim']} | **{s['verdict']}** | {s['reasons']} |")
     failed = [f"- {s['name']}, {f}" for s in summaries for f in s["failed"]]

@@ -4,13 +4,16 @@ A run that raises is recorded as failed, one whose loss turns NaN as diverged, a
 goes on. ``outcome.json`` in each run directory records what happened; re-running the command
 skips finished runs (checkpoint at the last epoch, or a recorded divergence) and resumes
 interrupted ones from their checkpoint. A run directory that holds a run of other settings is
-refused rather than mixed in.
+refused rather than mixed in. Tables share rows (the default recipe is the reference row of most
+of them), so a run whose whole config equals that of a run finished elsewhere under ``OUT`` is
+copied from it instead of trained again (``outcome.json`` says ``reused_from``).
 """
 from __future__ import annotations
 
 import copy
 import json
 import re
+import shutil
 import time
 import traceback
 from pathlib import Path
@@ -65,9 +68,49 @@ def _read_json(path: Path) -> Optional[dict]:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _train(cfg: Config, log: Log, train: bool = True) -> dict:
-    """Pretrain (or resume, or skip) one run; returns its outcome record. With ``train`` off an
-    unfinished run is left as it is ("not run")."""
+def _identity(cfg: Config) -> dict:
+    """What makes two runs the same run: the whole resolved config (seed and epochs included) except
+    where it is written and how its progress is shown."""
+    d = resolve(copy.deepcopy(cfg)).to_dict()
+    for key in ("out_dir", "quiet", "log_every"):
+        d["run"].pop(key, None)
+    return d
+
+
+def find_twin(cfg: Config, out: Path) -> Optional[Path]:
+    """A run finished (and trained, not itself copied) under ``out/TABLE/ROW/seedN`` with ``cfg``'s
+    exact settings, or None."""
+    want, here = _identity(cfg), Path(cfg.run.out_dir).resolve()
+    for config_file in sorted(out.glob("*/*/seed*/config.json")):
+        run_dir = config_file.parent
+        outcome = _read_json(run_dir / "outcome.json")
+        if run_dir.resolve() == here or not outcome or outcome.get("status") != "done" or "reused_from" in outcome:
+            continue
+        try:
+            then = from_dict(json.loads(config_file.read_text()))
+        except (ConfigError, ValueError):  # a key the schema no longer has, or a damaged file
+            continue
+        if _identity(then) == want and (run_dir / "checkpoint.pt").is_file():
+            return run_dir
+    return None
+
+
+def _copy_twin(twin: Path, run_dir: Path, epochs: int, log: Log) -> dict:
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    partial = run_dir.with_name(run_dir.name + ".copying")
+    shutil.rmtree(partial, ignore_errors=True)
+    shutil.copytree(twin, partial)
+    shutil.rmtree(run_dir, ignore_errors=True)  # an attempt that died before its first checkpoint
+    partial.rename(run_dir)  # whole or absent: a crash mid-copy leaves no half run behind
+    outcome = {"status": "done", "epochs": epochs, "seconds": 0.0, "reused_from": str(twin)}
+    (run_dir / "outcome.json").write_text(json.dumps(outcome, indent=1))
+    log(f"  {run_dir}: the same settings as {twin}, finished there: copied, not trained again")
+    return outcome
+
+
+def _train(cfg: Config, log: Log, train: bool = True, out: Optional[Path] = None) -> dict:
+    """Pretrain (or resume, or skip, or copy from an identical run under ``out``) one run; returns
+    its outcome record. With ``train`` off an unfinished run is left as it is ("not run")."""
     from ..train import TrainingDiverged, pretrain
 
     run_dir = Path(cfg.run.out_dir)
@@ -84,6 +127,9 @@ def _train(cfg: Config, log: Log, train: bool = True) -> dict:
         resume = True
     if not train:
         return {"status": "not run", "epochs": cfg.optim.epochs}
+    twin = find_twin(cfg, out) if out is not None and not resume else None
+    if twin is not None:
+        return _copy_twin(twin, run_dir, cfg.optim.epochs, log)
     if not resume and (run_dir / "metrics.jsonl").is_file():  # an attempt that died before its first checkpoint
         (run_dir / "metrics.jsonl").unlink()
     t0 = time.perf_counter()
@@ -142,7 +188,7 @@ def run_rows(table: str, rows: list[dict], *, preset: str, seeds: list[int], ove
             cfg = row_config(preset, overrides, row, seed, run_dir)
             changes = row.get("setup", []) + list(overrides) + row["overrides"]
             log(f"[{table}] {row['name']} (seed {seed}): {' '.join(changes) or 'the preset as it is'}")
-            outcome = _train(cfg, log, train)
+            outcome = _train(cfg, log, train, out)
             linear = _linear(cfg, linear_epochs, log) if linear_epochs and outcome["status"] == "done" else None
             records.append({"row": row["name"], "seed": seed, "run_dir": run_dir, "outcome": outcome,
                             "config": cfg, "linear": linear,
