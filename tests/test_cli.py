@@ -71,3 +71,14 @@ def test_help(command, capsys):
         main([command, "--help"])
     assert exit_info.value.code == 0
     assert command in capsys.readouterr().out
+
+
+def test_overrides_may_come_after_options():
+    from simsiam.cli import parse_args
+
+    args = parse_args(["pretrain", "optim.epochs=1", "--out-dir", "runs/x", "data.train_limit=64", "--quiet"])
+    assert args.overrides == ["optim.epochs=1", "data.train_limit=64"] and args.out_dir == "runs/x"
+    args = parse_args(["reproduce", "stopgrad", "--preset", "digits", "optim.epochs=2"])
+    assert args.overrides == ["optim.epochs=2"] and args.preset == "digits"
+    with pytest.raises(SystemExit):  # anything else left over is still an error
+        parse_args(["pretrain", "--out-dir", "runs/x", "--no-such-flag"])

@@ -34,7 +34,6 @@ def test_symmetric_loss_is_minus_one_only_for_identical_directions():
 
 
 def test_stop_gradient_blocks_the_target_branch():
-    z1 = torch.randn(4, 6, requires_grad=True)
     z2 = torch.randn(4, 6, requires_grad=True)
     p1 = torch.randn(4, 6, requires_grad=True)
     asymmetric_loss(p1, z2, stop_grad=True).backward()

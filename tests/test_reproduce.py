@@ -1,6 +1,5 @@
 """``simsiam reproduce``: tables resolve, claims are judged from the numbers, the runner records
 failures and divergence and skips finished runs, and a tiny stop-gradient table shows the collapse."""
-import copy
 import json
 
 import pytest

@@ -12,7 +12,7 @@ import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import numpy as np
 import torch
@@ -24,13 +24,15 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable, or does not fit what it is loaded into."""
 
 
-def save_atomic(obj: dict, path: str | Path) -> Path:
+def write_atomic(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Call ``write(file)`` on a temporary file beside ``path``, flush it to disk, then rename it
+    over ``path``: a crash leaves the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -39,6 +41,11 @@ def save_atomic(obj: dict, path: str | Path) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def save_atomic(obj: dict, path: str | Path) -> Path:
+    """``torch.save(obj)`` to ``path`` atomically (see :func:`write_atomic`)."""
+    return write_atomic(path, lambda fh: torch.save(obj, fh))
 
 
 def load(path: str | Path, map_location: Any = "cpu") -> dict:

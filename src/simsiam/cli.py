@@ -21,13 +21,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse the command line. ``KEY=VALUE`` overrides may come anywhere, also after an option
+    (``pretrain a=1 --out-dir X b=2``): argparse takes a positional list only in one piece, so the
+    pieces it leaves over are joined to the command's overrides here."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    stray = [t for t in extra if "=" in t and not t.startswith("-")]
+    if extra and (len(stray) < len(extra) or not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if stray:
+        args.overrides = list(args.overrides or []) + stray
+    return args
+
+
 # Commands that split their work over torchrun's processes. Any other, launched by torchrun, would
 # run whole in every process, each writing the same outputs: it is refused instead.
 TORCHRUN_COMMANDS = ("pretrain", "knn")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     from .distributed import launched_by_torchrun
 
     if launched_by_torchrun() and args.command not in TORCHRUN_COMMANDS:

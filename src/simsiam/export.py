@@ -12,16 +12,14 @@ Every file is written atomically: a crash leaves no half-written export.
 """
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .checkpoint import save_atomic
+from .checkpoint import save_atomic, write_atomic
 from .config import Config
 from .eval.normalisation import training_normalisation
 from .models import TORCHVISION_EQUIVALENT
@@ -143,27 +141,12 @@ def detectron2_how_to_load(cfg: Config, path: Path, mean, std) -> str:
 # ------------------------------------------------------------------------------------------ writing
 
 
-def _write_bytes_atomic(data: bytes, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> Path:
     from safetensors.torch import save
 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    return _write_bytes_atomic(save(tensors, metadata=metadata), path)
+    data = save(tensors, metadata=metadata)
+    return write_atomic(path, lambda fh: fh.write(data))
 
 
 def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path, include_heads: bool = False) -> ExportResult:

@@ -14,7 +14,6 @@ import csv
 import sys
 import time
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch

@@ -18,8 +18,10 @@ from ..augment import build_eval_transform, normalize_batch
 from ..data import InMemoryImages, UnreadableImage
 
 
-class _EvalView(torch.utils.data.Dataset):
-    """(image tensor, label, index) for one file; the path instead when the file is unreadable."""
+class TransformedImages(torch.utils.data.Dataset):
+    """(transformed image tensor, label, index) of one image of ``base``; the file's path (a str)
+    instead when it cannot be decoded, for the collate function to skip and report. Shared by the
+    feature extraction here and linear evaluation's per-image views."""
 
     def __init__(self, base, transform):
         self.base, self.transform = base, transform
@@ -75,7 +77,7 @@ def extract_features(net: Callable[[torch.Tensor], torch.Tensor], dataset, *, de
     else:
         size = image_size or 224
         transform = build_eval_transform(size, dataset.channels, dataset.mean, dataset.std, resize=True)
-        loader = DataLoader(Subset(_EvalView(dataset, transform), shard), batch_size=batch_size,
+        loader = DataLoader(Subset(TransformedImages(dataset, transform), shard), batch_size=batch_size,
                             num_workers=num_workers, collate_fn=_collate)
         for x, y, i, bad in loader:
             skipped += bad

@@ -18,12 +18,13 @@ import sys
 from typing import Iterator
 
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler
+from torch.utils.data import DataLoader, RandomSampler
 
 from ..augment import BatchAugment, build_view_transform
 from ..config import AugConfig
-from ..data import InMemoryImages, UnreadableImage
+from ..data import InMemoryImages
 from ..loaders import default_workers, epoch_seed
+from .features import TransformedImages
 
 # torchvision's RandomResizedCrop default scale, as the paper's linear evaluation uses.
 LINEAR_CROP_SCALE = (0.08, 1.0)
@@ -56,24 +57,8 @@ class BatchedCropFlip:
             yield self.augment(self.images[idx], gen), self.labels[idx]
 
 
-class _OneView(Dataset):
-    """(view, label) of one file, or its path (a str) when it cannot be decoded."""
-
-    def __init__(self, base, transform):
-        self.base, self.transform = base, transform
-
-    def __len__(self):
-        return len(self.base)
-
-    def __getitem__(self, i):
-        try:
-            img, label = self.base[i]
-        except UnreadableImage as err:
-            return str(err.path)
-        return self.transform(img), label
-
-
 def _collate(batch):
+    """(views, labels) of the readable images of ``batch`` (items of :class:`TransformedImages`)."""
     good = [b for b in batch if not isinstance(b, str)]
     for path in (b for b in batch if isinstance(b, str)):
         print(f"warning: skipping unreadable image {path}", file=sys.stderr)
@@ -88,7 +73,7 @@ class PerImageCropFlip:
     def __init__(self, dataset, size: int, batch_size: int, device: torch.device, seed: int = 0,
                  crop_scale_min: float = LINEAR_CROP_SCALE[0], num_workers: int = -1):
         transform = build_view_transform(crop_flip_aug(crop_scale_min), size, dataset.channels, dataset.mean, dataset.std)
-        self.dataset = _OneView(dataset, transform)
+        self.dataset = TransformedImages(dataset, transform)
         self.batch_size, self.device, self.seed = batch_size, device, seed
         self.workers = num_workers if num_workers >= 0 else default_workers()
 

@@ -42,9 +42,8 @@ class BYOL(nn.Module):
         m = cfg.model
         self.cfg = cfg
         self.backbone = backbone
-        self.projector = heads.projector(backbone.num_features, m.proj_hidden, m.dim, m.proj_layers,
-                                         head_bn=m.head_bn, out_affine=m.proj_out_bn_affine)
-        self.predictor = heads.predictor(m.dim, m.pred_hidden, head_bn=m.head_bn)
+        self.projector = heads.projector_for(m, backbone.num_features)
+        self.predictor = heads.predictor_for(m)
         self.base_momentum = cfg.methods.momentum
         # momentum 0: no target network at all (not a schedule from 0): the online network is the target.
         self.momentum_backbone: Optional[nn.Module] = frozen_copy(backbone) if self.base_momentum else None

@@ -50,8 +50,7 @@ class MoCo(nn.Module):
         m = cfg.model
         self.cfg = cfg
         self.backbone = backbone
-        self.projector = heads.projector(backbone.num_features, m.proj_hidden, m.dim, m.proj_layers,
-                                         head_bn=m.head_bn, out_affine=m.proj_out_bn_affine)
+        self.projector = heads.projector_for(m, backbone.num_features)
         self.momentum_backbone = frozen_copy(self.backbone)
         self.momentum_projector = frozen_copy(self.projector)
         self.queue = FeatureQueue(cfg.methods.moco_queue, m.dim)  # (K, d) unit vectors, a buffer

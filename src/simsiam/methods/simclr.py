@@ -55,11 +55,9 @@ class SimCLR(nn.Module):
         self.cfg = cfg
         self.backbone = backbone
         # The paper's improved reproduction: the 3-layer projector (appendix C), from model.proj_layers.
-        self.projector = heads.projector(backbone.num_features, m.proj_hidden, m.dim, m.proj_layers,
-                                         head_bn=m.head_bn, out_affine=m.proj_out_bn_affine)
+        self.projector = heads.projector_for(m, backbone.num_features)
         # Section 6.2: SimSiam's prediction MLP on the query branch; SimCLR itself has none.
-        self.predictor = heads.predictor(m.dim, m.pred_hidden, head_bn=m.head_bn) if cfg.methods.predictor \
-            else nn.Identity()
+        self.predictor = heads.predictor_for(m) if cfg.methods.predictor else nn.Identity()
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """f(x): the projector output z, ``(B, d)``."""

@@ -20,12 +20,11 @@ class SimSiam(nn.Module):
         m = cfg.model
         self.cfg = cfg
         self.backbone = backbone
-        self.projector = heads.projector(backbone.num_features, m.proj_hidden, m.dim, m.proj_layers,
-                                         head_bn=m.head_bn, out_affine=m.proj_out_bn_affine)
+        self.projector = heads.projector_for(m, backbone.num_features)
         if m.predictor == "none":  # Table 1a: h is the identity
             self.predictor: nn.Module = nn.Identity()
         else:
-            self.predictor = heads.predictor(m.dim, m.pred_hidden, head_bn=m.head_bn)
+            self.predictor = heads.predictor_for(m)
             if m.predictor == "frozen":  # Table 1b: h stays at its random initialisation
                 self.predictor.requires_grad_(False)
 

@@ -66,11 +66,10 @@ class SwAV(nn.Module):
         m, s = cfg.model, cfg.methods
         self.cfg = cfg
         self.backbone = backbone
-        self.projector = heads.projector(backbone.num_features, m.proj_hidden, m.dim, m.proj_layers,
-                                         head_bn=m.head_bn, out_affine=m.proj_out_bn_affine)
+        self.projector = heads.projector_for(m, backbone.num_features)
         self.prototypes = nn.Linear(m.dim, s.swav_prototypes, bias=False)  # (K, d) weight
         # Section 6.2: SimSiam's predictor on the predicting side; SwAV itself has none.
-        self.predictor = heads.predictor(m.dim, m.pred_hidden, head_bn=m.head_bn) if s.predictor else nn.Identity()
+        self.predictor = heads.predictor_for(m) if s.predictor else nn.Identity()
         # One queue of past embeddings per view, joined to Sinkhorn's batch once full.
         self.queues: Optional[nn.ModuleList] = nn.ModuleList(
             [FeatureQueue(s.swav_queue, m.dim) for _ in range(self.num_views)]) if s.swav_queue else None

@@ -49,3 +49,15 @@ def projector(in_dim: int, hidden_dim: int, out_dim: int, num_layers: int, head_
 def predictor(dim: int, hidden_dim: int, head_bn: str = "default") -> nn.Sequential:
     bn = HEAD_BN[head_bn]
     return mlp(dim, hidden_dim, dim, 2, bn_hidden=bn["hidden"], bn_out=bn["pred_out"])
+
+
+def projector_for(model, in_dim: int) -> nn.Sequential:
+    """The projector a ``config.Model`` describes, on a backbone of ``in_dim`` features: every
+    method builds its heads from the same fields, so an ablation of the heads applies to all."""
+    return projector(in_dim, model.proj_hidden, model.dim, model.proj_layers, head_bn=model.head_bn,
+                     out_affine=model.proj_out_bn_affine)
+
+
+def predictor_for(model) -> nn.Sequential:
+    """The prediction MLP a ``config.Model`` describes (d -> pred_hidden -> d)."""
+    return predictor(model.dim, model.pred_hidden, head_bn=model.head_bn)

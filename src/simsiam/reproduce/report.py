@@ -96,7 +96,7 @@ def write_report(table: str, rows: list[dict], records: list[dict], *, out: Path
         f"- command: `{command}`",
         f"- preset `{preset}`; overrides on every row: `{' '.join(overrides) or '-'}`; seeds {seeds}; "
         f"commit `{git_commit()}`; {time.strftime('%Y-%m-%d %H:%M')}; {seconds / 60:.0f} min this invocation",
-        f"- paper: ImageNet linear accuracy (%), ResNet-50, 100 epochs. Ours: kNN accuracy (%) of the last "
+        "- paper: ImageNet linear accuracy (%), ResNet-50, 100 epochs. Ours: kNN accuracy (%) of the last "
         "epoch" + (" and linear accuracy (%)" if with_linear else "") + ", mean ± std over seeds.",
         f"- collapsed: std(z/|z|) x sqrt(d) < {threshold} (`monitor.collapse_threshold`) or kNN within 5 points "
         f"of chance ({chance:.1f}%)." if chance is not None else
