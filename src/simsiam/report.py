@@ -1,6 +1,7 @@
 """End-of-run outputs: the Figure 2 plots and a short ``report.md`` with the run's provenance."""
 from __future__ import annotations
 
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,11 @@ from .config import Config
 from .runlog import read_metrics
 
 
+@functools.lru_cache(maxsize=1)
 def git_commit() -> str:
-    """The commit of the code that ran ("unknown" outside a git checkout), marked when it was dirty."""
+    """The commit of the code that ran ("unknown" outside a git checkout), marked when it was dirty.
+    Read once per process (``pretrain`` and ``reproduce`` ask at their start): the working tree
+    may move on while a long run trains, but the code the process imported does not."""
     here = Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True,

@@ -28,6 +28,7 @@ from .loaders import build_train_loader, local_batch_size
 from .methods import build_method
 from .monitor import KnnMonitor, collapse_std, is_collapsed, normalised_std
 from .optim import build_optimizer, cosine_lr, scaled_lr, set_lr
+from .report import git_commit
 from .resources import peak_memory, reset_peak_memory
 from .runlog import RunLog, read_metrics
 from .sync_bn import convert_sync_batchnorm
@@ -121,6 +122,7 @@ def pretrain(cfg: Config, resume: bool = False) -> RunResult:
     cfg = resolve(copy.deepcopy(cfg))
     device = dist.init(cfg.run.device)
     reset_peak_memory(device)  # this run's peak, not that of an earlier run in the same process
+    git_commit()  # the commit the report will name: the code as it is now, when this process runs it
     local_batch_size(cfg.optim.batch_size)  # the global batch must split evenly: fail before any output
     if cfg.run.deterministic:
         torch.use_deterministic_algorithms(True)

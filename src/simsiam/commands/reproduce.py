@@ -64,6 +64,9 @@ def run(args: argparse.Namespace) -> int:
     from ..reproduce import all_tables
     from ..reproduce.report import write_report
     from ..reproduce.runner import chance_accuracy, linear_available, row_config, run_rows, slug
+    from ..report import git_commit
+
+    git_commit()  # the reports name the code this process runs, read now, not after hours of training
 
     seeds, overrides = _seeds_and_overrides(args)
     out = Path(args.out)
