@@ -8,7 +8,7 @@ from simsiam.cli import main
 from simsiam.config import resolve
 from simsiam.reproduce import all_tables
 from simsiam.reproduce.claims import expectations, run_collapsed, verdict
-from simsiam.reproduce.report import write_report
+from simsiam.reproduce.report import write_index, write_report
 from simsiam.reproduce.runner import row_config, run_rows, slug
 
 
@@ -162,7 +162,7 @@ def test_a_row_with_the_settings_of_a_finished_run_is_copied_not_trained(tmp_pat
     assert calls == [str(tmp_path / "c" / "base" / "seed1")]
 
 
-def test_report_lists_speed_and_peak_memory_of_every_row(tmp_path):
+def test_report_lists_speed_and_peak_memory_and_the_index_every_table(tmp_path):
     rows = [{"name": "ok", "overrides": [], "paper": "", "claim": ""}]
     records = run_rows("t", rows, preset="digits", seeds=[0], out=tmp_path, log=lambda _: None,
                        overrides=["optim.epochs=1", "data.train_limit=128", "data.eval_split=", "optim.batch_size=64"])
@@ -171,3 +171,5 @@ def test_report_lists_speed_and_peak_memory_of_every_row(tmp_path):
     row = json.loads((tmp_path / "t" / "summary.json").read_text())["rows"][0]
     assert row["images_per_s"]["mean"] > 0 and row["peak_mb"]["mean"] > 10
     assert "| img/s | peak MiB |" in (tmp_path / "t" / "report.md").read_text()
+    index = write_index(tmp_path, ["t"]).read_text()  # every table's rows, one summary
+    assert "| t | ok |" in index and "- t: `c`" in index

@@ -62,7 +62,7 @@ def _command(args: argparse.Namespace, table: str, seeds: list[int], overrides: 
 def run(args: argparse.Namespace) -> int:
     from ..config import resolve
     from ..reproduce import all_tables
-    from ..reproduce.report import write_report
+    from ..reproduce.report import write_index, write_report
     from ..reproduce.runner import chance_accuracy, linear_available, row_config, run_rows, slug
     from ..report import git_commit
 
@@ -100,4 +100,5 @@ def run(args: argparse.Namespace) -> int:
                               preset=args.preset, overrides=overrides, seeds=seeds,
                               chance=chance_accuracy(records[0]["config"]), seconds=time.perf_counter() - t0)
         print(f"{name}: report in {report}")
+    print(f"every table under {out}: {write_index(out, list(tables))}")
     return 0

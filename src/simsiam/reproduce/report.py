@@ -135,3 +135,24 @@ def write_report(table: str, rows: list[dict], records: list[dict], *, out: Path
         {"table": table, "preset": preset, "overrides": overrides, "seeds": seeds, "command": command,
          "chance": chance, "rows": summaries}, indent=1, default=str))
     return table_dir / "report.md"
+
+
+def write_index(out: Path, order: list[str]) -> Path:
+    """``OUT/summary.md``: the rows of every table reported under ``out`` in one table (read back
+    from each ``OUT/TABLE/summary.json``, tables in ``order``), with the command that made each."""
+    found = {p.parent.name: json.loads(p.read_text()) for p in out.glob("*/summary.json")}
+    names = [n for n in order if n in found] + sorted(n for n in found if n not in order)
+    lines = ["# Every table under this directory", "",
+             "Written by `simsiam reproduce` after each table; the details are in `TABLE/report.md`.",
+             "kNN and linear: mean ± std over the seeds run (paper: ImageNet linear accuracy, 100 epochs).", "",
+             "| table | row | paper | kNN (ours) | linear (ours) | std x sqrt(d) | final loss | collapsed | claim held? "
+             "| seeds |", "|---|---|---:|---:|---:|---:|---:|---|---|---:|"]
+    for name in names:
+        for s in found[name]["rows"]:
+            lines.append(f"| {name} | {s['name']} | {s['paper']} | {_fmt(s['knn'])} | {_fmt(s['linear'])} |"
+                         f" {_fmt(s['std_sqrt_d'], 3)} | {_fmt(s['loss'], 4)} | {_yes_no(s['collapsed'], s['finished'])} |"
+                         f" {s.get('verdict', '-')} | {s['finished']}/{s['runs']} |")
+    lines += ["", "Commands:", ""] + [f"- {name}: `{found[name]['command']}`" for name in names]
+    path = out / "summary.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
