@@ -58,6 +58,10 @@ def test_claims_are_judged_from_the_numbers():
     close = {"name": "y", "claim": "", "expect": [["close", "base", 2.0]]}
     assert verdict(close, _summary("y", knn=71.5), rows)[0] == "held"
     assert verdict(close, _summary("y", knn=67.0), rows)[0] == "did not hold"
+    assert verdict(close, _summary("y", knn=75.0), rows)[0] == "did not hold"  # too far above counts too
+    at_least = {"name": "v", "claim": "", "expect": [["not_worse", "base", 2.0]]}
+    assert [verdict(at_least, _summary("v", knn=k), rows)[0] for k in (75.0, 68.5, 67.0)] == \
+        ["held", "held", "did not hold"]
     loss = {"name": "z", "claim": "", "expect": [["higher_loss", "base"]]}
     assert verdict(loss, _summary("z", loss=-0.1), rows)[0] == "held"
     assert verdict({"name": "w", "claim": "nothing to check"}, _summary("w"), rows)[0] == "not checked"
