@@ -80,7 +80,8 @@ def batch(preset: str) -> list[dict]:
     paper = {64: "66.1", 128: "67.3", 256: "68.1", 512: "68.1", 1024: "68.0", 2048: "67.9", 4096: "64.0 (r)"}
     rows = []
     for b in sizes:
-        expect = [["no_collapse"]] + ([["close", "batch 256", 3.0]] if 128 <= b <= 1024 and b != 256 else [])
+        # "works": no collapse, and not more than 3 points below batch 256 (above it is no refutation)
+        expect = [["no_collapse"]] + ([["not_worse", "batch 256", 3.0]] if 128 <= b <= 1024 and b != 256 else [])
         rows.append(row(f"batch {b}", [f"optim.batch_size={b}"], paper[b],
                         "works over a wide range of batch sizes with lr = base_lr x batch/256 (no large batch needed)",
                         expect, warmup_fraction=PAPER_WARMUP if b >= 1024 else 0.0))
