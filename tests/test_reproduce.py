@@ -62,6 +62,9 @@ def test_claims_are_judged_from_the_numbers():
     at_least = {"name": "v", "claim": "", "expect": [["not_worse", "base", 2.0]]}
     assert [verdict(at_least, _summary("v", knn=k), rows)[0] for k in (75.0, 68.5, 67.0)] == \
         ["held", "held", "did not hold"]
+    at_most = {"name": "u", "claim": "", "expect": [["not_better", "base", 1.0]]}
+    assert [verdict(at_most, _summary("u", knn=k), rows)[0] for k in (60.0, 70.5, 72.0)] == \
+        ["held", "held", "did not hold"]
     loss = {"name": "z", "claim": "", "expect": [["higher_loss", "base"]]}
     assert verdict(loss, _summary("z", loss=-0.1), rows)[0] == "held"
     assert verdict({"name": "w", "claim": "nothing to check"}, _summary("w"), rows)[0] == "not checked"

@@ -72,8 +72,10 @@ def check(kind: str, args: list, summary: dict, by_name: dict[str, dict]) -> tup
         return abs(a - b) <= float(args[1]), why + f", within {args[1]} points?"
     if kind == "not_worse":  # "as good or better": better by any margin, or at most POINTS below
         return a >= b - float(args[1]), why + f", at most {args[1]} points below?"
+    if kind == "not_better":  # "does not help": worse by any margin, or at most POINTS above
+        return a <= b + float(args[1]), why + f", at most {args[1]} points above?"
     raise ValueError(f"unknown check {kind!r}; known: collapse, no_collapse, better, worse, close, not_worse, "
-                     "higher_loss")
+                     "not_better, higher_loss")
 
 
 def verdict(row: dict, summary: dict, by_name: dict[str, dict]) -> tuple[str, str]:

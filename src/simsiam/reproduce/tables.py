@@ -12,7 +12,8 @@ A row is a dict:
 - optional ``expect``: checks that decide automatically whether the claim held here, each a
   list: ``["collapse"]``, ``["no_collapse"]``, ``["better", ROW]``, ``["worse", ROW]``,
   ``["close", ROW, POINTS]`` (kNN accuracy within POINTS), ``["not_worse", ROW, POINTS]`` (better,
-  or at most POINTS below), ``["higher_loss", ROW]``
+  or at most POINTS below), ``["not_better", ROW, POINTS]`` (worse, or at most POINTS above),
+  ``["higher_loss", ROW]``
   (see :mod:`simsiam.reproduce.claims`);
 - optional ``warmup_fraction``: linear lr warmup as a fraction of the run's epochs. The paper
   warms up 10 of 100 epochs for batch >= 1024 and for the no-BN heads; a short run keeps the
