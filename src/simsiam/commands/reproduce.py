@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
                    help="one run per seed per row (KEY=VALUE overrides written after them are taken as overrides)")
     p.add_argument("--out", default="runs/reproduce", help="where OUT/TABLE/ROW/seedN and the reports go")
     p.add_argument("--linear", action="store_true",
-                   help="also run linear evaluation (cached features, LARS) on every finished run")
+                   help="also run linear evaluation (cached features; SGD lr 30, batch 256: LARS does not converge on a few thousand images) on every finished run")
     p.add_argument("--linear-epochs", type=int, default=90, help="epochs of that linear evaluation")
     p.add_argument("--rows", nargs="+", metavar="ROW", help="only the rows with these names (or directory names)")
     p.add_argument("--dry-run", action="store_true", help="print every run's overrides and directory; run nothing")

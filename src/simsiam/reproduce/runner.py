@@ -159,14 +159,18 @@ def linear_available() -> bool:
 
 
 def _linear(cfg: Config, epochs: int, log: Log) -> Optional[dict]:
-    """Linear accuracy of a finished run (cached features of the run's own images), saved as linear.json."""
+    """Linear accuracy of a finished run (cached features of the run's own images), saved as linear.json.
+
+    The paper's alternative recipe, SGD at lr 30 and batch 256: its LARS recipe (batch 4096) takes
+    too few steps on a table's few thousand images to converge -- on a 10k-image Fashion-MNIST run
+    LARS gave 40.8% where SGD gave 73.2% (and kNN 63.6%)."""
     from ..eval.linear import linear_config, linear_evaluate
 
     run_dir = Path(cfg.run.out_dir)
     saved = _read_json(run_dir / "linear.json")
     if saved is not None:
         return saved
-    lin = linear_config("lars", epochs=epochs, augment=False, train_limit=cfg.data.train_limit,
+    lin = linear_config("sgd", epochs=epochs, augment=False, train_limit=cfg.data.train_limit,
                         eval_limit=cfg.data.eval_limit, device=cfg.run.device, seed=cfg.run.seed)
     try:
         result = linear_evaluate(run_dir / "checkpoint.pt", lin)
