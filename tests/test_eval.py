@@ -17,7 +17,8 @@ from simsiam.eval import knn_accuracy, knn_predict, knn_sweep
 from simsiam.eval import linear as linear_module
 from simsiam.eval.embed import embed_folder
 from simsiam.eval.frozen import BackboneChanged, assert_backbone_unchanged, backbone_state_from_disk
-from simsiam.eval.linear import linear_config, linear_evaluate, topk_accuracy, train_on_features
+from simsiam.eval.linear import (lars_too_few_steps, linear_config, linear_evaluate, topk_accuracy,
+                                 train_on_features)
 from simsiam.eval.visualize import class_names, visualize
 
 
@@ -118,6 +119,15 @@ def test_topk_accuracy_by_hand():
     assert acc[1] == pytest.approx(100 / 3)  # only the first is right at top-1
     assert acc[2] == pytest.approx(200 / 3)  # the second's class 2 is its runner-up
     assert acc[5] == 100.0  # clipped to the 3 classes
+
+
+def test_lars_on_too_few_steps_is_warned_about():
+    # 60k images at batch 4096: 15 steps an epoch, 1350 in 90 epochs -- short of LARS's needs.
+    message = lars_too_few_steps(linear_config("lars"), 60_000)
+    assert message and "1350 steps" in message and "--preset sgd" in message
+    assert lars_too_few_steps(linear_config("lars", epochs=300), 60_000) is None  # 4500 steps
+    assert lars_too_few_steps(linear_config("sgd"), 1_000) is None  # SGD's recipe converges on few images
+    assert "90 steps" in lars_too_few_steps(linear_config("lars"), 500)  # one (smaller) batch an epoch
 
 
 def test_linear_end_to_end_on_digits_beats_chance(digits_ckpt):

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -225,11 +226,28 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
+LARS_MIN_STEPS = 2000  # below this many steps the LARS recipe was seen to stop well short (see the module doc)
+
+
+def lars_too_few_steps(cfg: LinearConfig, train_images: int) -> Optional[str]:
+    """A warning when the LARS recipe gets too few steps on ``train_images`` images to converge, else None."""
+    if cfg.optimizer != "lars":
+        return None
+    steps = math.ceil(train_images / min(cfg.batch_size, train_images)) * cfg.epochs
+    if steps >= LARS_MIN_STEPS:
+        return None
+    return (f"the LARS recipe gets only {steps} steps here ({cfg.epochs} epochs of {train_images} images at batch "
+            f"{min(cfg.batch_size, train_images)}; the paper's ImageNet run takes about 28,000) and stops short of "
+            f"convergence on small datasets: use --preset sgd (lr 30, batch 256) or more --epochs")
+
+
 def linear_evaluate(checkpoint: str | Path, cfg: Optional[LinearConfig] = None,
-                    progress: Optional[Callable[[str], None]] = None) -> dict:
+                    progress: Optional[Callable[[str], None]] = None,
+                    warn: Callable[[str], None] = lambda message: print(f"warning: {message}", file=sys.stderr)) -> dict:
     """Linear evaluation of a checkpoint's frozen backbone; returns top1/top5 (%), epochs, time and context.
 
-    ``progress(line)`` gets one line per epoch when given. Raises ``CheckpointError`` for a bad
+    ``progress(line)`` gets one line per epoch when given; ``warn(message)`` a warning about the
+    recipe (LARS on too few steps). Raises ``CheckpointError`` for a bad
     checkpoint and :class:`~simsiam.eval.frozen.BackboneChanged` if the backbone was modified.
     """
     cfg = _validate(cfg or linear_config())
@@ -250,6 +268,9 @@ def linear_evaluate(checkpoint: str | Path, cfg: Optional[LinearConfig] = None,
     if train_set.channels != in_channels:
         raise ValueError(f"dataset {name!r} has {train_set.channels}-channel images but the checkpoint's backbone "
                          f"takes {in_channels}; evaluate on a dataset with {in_channels} channel(s)")
+    few_steps = lars_too_few_steps(cfg, len(train_set))
+    if few_steps:
+        warn(few_steps)
     image_size = cfg.image_size or (pre_cfg.data.image_size if name == pre_cfg.data.dataset else 0)
     extract = dict(device=device, batch_size=cfg.feature_batch_size, image_size=image_size)
     cached = cfg.cached_features or not cfg.augment
