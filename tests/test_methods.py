@@ -30,14 +30,7 @@ from simsiam.presets_methods import small_overrides
 METHODS = ("simclr", "moco", "byol", "swav")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These models are tiny: a second thread gains nothing, and on a shared, oversubscribed CPU its
-    OpenMP barriers made a 4-step run take 70 s instead of 1 s (measured)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _rand(*shape, seed=0):

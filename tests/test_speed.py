@@ -17,14 +17,7 @@ from simsiam.methods import build_method
 from simsiam.optim import build_optimizer
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine two threads can wait on each other's time
-    slices (OpenMP barriers), making these small models 10x slower; results do not depend on it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _colour_cfg():
