@@ -11,7 +11,7 @@ A variant is ``channels_last,bf16,threads`` (0/1, 0/1, an integer).
 from __future__ import annotations
 
 import argparse
-import contextlib
+import copy
 import os
 import statistics
 import time
@@ -19,10 +19,8 @@ import time
 import torch
 
 from simsiam import get_preset
-from simsiam.bench import SYNTHETIC_SHAPES
-from simsiam.config import resolve
-from simsiam.methods import build_method
-from simsiam.optim import build_optimizer
+from simsiam.perf.bench import SYNTHETIC_SHAPES, Trainer
+from simsiam.resolve import resolve
 
 
 def main() -> None:
@@ -39,29 +37,20 @@ def main() -> None:
     variants = [tuple(int(x) for x in v.split(",")) for v in args.variant]
 
     state = {}
-    for v in variants:
-        channels_last = bool(v[0])
-        torch.manual_seed(0)
-        method = build_method(cfg, channels)
-        if channels_last:
-            method.to(memory_format=torch.channels_last)
-        optimizer = build_optimizer(method.param_groups(), cfg.optim)
+    for v in variants:  # each variant is the training step of pretrain (train.step.TrainStep) on its settings
+        c = copy.deepcopy(cfg)
+        c.optim.batch_size = batch
+        c.run.channels_last, c.run.amp, c.run.device = bool(v[0]), "bf16" if v[1] else "off", "cpu"
+        trainer = Trainer(c, channels, torch.device("cpu"), print, steps_per_epoch=10**6)
         gen = torch.Generator().manual_seed(1)
-        views = [torch.randn(batch, channels, size, size, generator=gen) for _ in range(2)]
-        if channels_last:
-            views = [x.contiguous(memory_format=torch.channels_last) for x in views]
-        state[v] = (method, optimizer, views, [])
+        views = tuple(torch.randn(batch, channels, size, size, generator=gen) for _ in range(2))
+        state[v] = (trainer, views, [])
 
     def step(v) -> None:
-        method, optimizer, views, times = state[v]
+        trainer, views, times = state[v]
         torch.set_num_threads(v[2])
-        amp = torch.autocast("cpu", dtype=torch.bfloat16) if v[1] else contextlib.nullcontext()
         start = time.perf_counter()
-        with amp:
-            out = method.training_step(views)
-        optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        optimizer.step()
+        trainer.step(views)
         times.append(time.perf_counter() - start)
 
     for r in range(args.rounds + 1):  # round 0 warms up (oneDNN picks and caches its kernels)
@@ -69,10 +58,10 @@ def main() -> None:
             step(v)
         if r == 0:
             for v in variants:
-                state[v][3].clear()
+                state[v][2].clear()
     print(f"load average {os.getloadavg()}")
     for v in variants:
-        times = state[v][3]
+        times = state[v][2]
         print(f"{args.preset} batch {batch} channels_last={v[0]} bf16={v[1]} threads={v[2]}: "
               f"median {batch / statistics.median(times):.1f} images/s (best {batch / min(times):.1f}, n={len(times)})")
 

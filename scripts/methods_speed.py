@@ -18,10 +18,9 @@ import time
 import torch
 
 from simsiam import get_preset
-from simsiam.config import resolve
-from simsiam.methods import build_method
-from simsiam.optim import build_optimizer
-from simsiam.resources import peak_memory
+from simsiam.perf.bench import Trainer
+from simsiam.resolve import resolve
+from simsiam.train.resources import peak_memory
 
 PRESETS = {"simsiam": "fmnist", "simclr": "fmnist_simclr", "moco": "fmnist_moco", "byol": "fmnist_byol",
            "swav": "fmnist_swav"}
@@ -36,24 +35,18 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     runs = {}
-    for name, preset in PRESETS.items():
+    for name, preset in PRESETS.items():  # each the training step of pretrain (train.step.TrainStep)
         cfg = get_preset(preset)
         cfg.optim.batch_size = args.batch or cfg.optim.batch_size
-        cfg = resolve(cfg)
-        method = build_method(cfg, in_channels=1).to(memory_format=torch.channels_last).train()
-        runs[name] = (cfg, method, build_optimizer(method.param_groups(), cfg.optim))
-    batch = runs["simsiam"][0].optim.batch_size
-    views = tuple(torch.randn(batch, 1, 28, 28).contiguous(memory_format=torch.channels_last) for _ in range(2))
+        cfg.run.device = "cpu"
+        runs[name] = Trainer(resolve(cfg), 1, torch.device("cpu"), print, steps_per_epoch=10**6)
+    batch = args.batch or get_preset("fmnist").optim.batch_size
+    views = tuple(torch.randn(batch, 1, 28, 28) for _ in range(2))
     times: dict[str, list[float]] = {n: [] for n in runs}
     for r in range(args.rounds + 1):  # round 0 warms up and is not counted
-        for name, (cfg, method, optimizer) in runs.items():
+        for name, trainer in runs.items():
             t = time.perf_counter()
-            loss = method.training_step(views)["loss"]
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if hasattr(method, "on_step_end"):
-                method.on_step_end(r, 1000)
+            trainer.step(views)
             if r:
                 times[name].append(time.perf_counter() - t)
     result = {n: {"images_per_s": round(batch / statistics.median(ts), 1),

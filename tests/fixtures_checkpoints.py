@@ -11,10 +11,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from simsiam import checkpoint as ckpt_io
-from simsiam.config import Config, resolve
+from simsiam.artifacts import checkpoint as ckpt_io
+from simsiam.config import Config
+from simsiam.config.presets import get_preset
 from simsiam.methods import build_method
-from simsiam.presets import get_preset
+from simsiam.resolve import resolve
 
 
 def small_config(backbone: str = "resnet18_cifar", width: int = 8, in_channels: int = 1) -> Config:

@@ -11,7 +11,7 @@ import torch
 
 from simsiam import get_preset, resolve
 from simsiam.config import ConfigError, apply_overrides
-from simsiam.loaders import BatchedViewLoader, PerImageViewLoader
+from simsiam.data.loaders import BatchedViewLoader, PerImageViewLoader
 from simsiam.methods import build_method
 from simsiam.methods.ema_targets import moving_average
 from simsiam.optim import build_optimizer

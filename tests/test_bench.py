@@ -7,10 +7,9 @@ import pytest
 import torch
 
 from simsiam import get_preset
-from simsiam.bench import flops_per_image, synthetic_dataset
 from simsiam.cli import main
-from simsiam.config import resolve
-
+from simsiam.perf.bench import flops_per_image, synthetic_dataset
+from simsiam.resolve import resolve
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -23,8 +23,8 @@ from simsiam.data import (
     collate_views,
     load_dataset,
     read_idx,
+    sources,
 )
-from simsiam.data import sources
 
 try:  # tests/ on sys.path (no tests/__init__.py) or the repository root (with one)
     import fixtures_data as fx

@@ -19,12 +19,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from simsiam import checkpoint as ckpt_io
-from simsiam import distributed as dist
-from simsiam.config import resolve
+from simsiam.artifacts import checkpoint as ckpt_io
+from simsiam.config.presets import get_preset
 from simsiam.methods import build_method
 from simsiam.optim import build_optimizer
-from simsiam.presets import get_preset
+from simsiam.parallel import distributed as dist
+from simsiam.resolve import resolve
 
 WORLD = 2
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
@@ -67,12 +67,12 @@ def _views(batch: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _one_step(cfg, views) -> dict:
     """Build (seed 0), wrap as training wraps, take one SGD step; the mean loss and the new state."""
-    from simsiam.train import _wrap_for_training
+    from simsiam.train.step import wrap_for_training
 
     torch.manual_seed(0)
     method = build_method(cfg, in_channels=1)
     optimizer = build_optimizer(method.param_groups(), cfg.optim)
-    step_fn = _wrap_for_training(method, cfg, torch.device("cpu"), log=None)
+    step_fn = wrap_for_training(method, cfg, torch.device("cpu"))
     out = step_fn(views)
     optimizer.zero_grad(set_to_none=True)
     out["loss"].backward()
@@ -139,7 +139,7 @@ def _bn_forward_backward(bn, x, dy) -> dict:
 
 def _bn_worker(rank, port, out_dir):
     _join(rank, port)
-    from simsiam.sync_bn import convert_sync_batchnorm
+    from simsiam.parallel.sync_bn import convert_sync_batchnorm
 
     results = []
     for bn, x, dy in _bn_cases():
@@ -173,7 +173,7 @@ def _pretrain_worker(rank, port, straight, resumed):
     """Three runs in one process group (spawning costs more than the runs): straight through;
     interrupted after epoch 1 as a killed job would be; resumed to the end."""
     _join(rank, port)
-    from simsiam import train
+    from simsiam.train import pretrain as train
 
     train.pretrain(straight)
     real_start = train.RunLog.start_epoch
@@ -229,7 +229,7 @@ def test_two_process_run_checkpoints_and_resume_equals_uninterrupted(tmp_path):
 # ------------------------------------------------------- (c) kNN with a bank gathered over ranks
 def _knn_worker(rank, port, ckpt, out_dir):
     _join(rank, port)
-    from simsiam.pretrained import knn_evaluate
+    from simsiam.eval.pretrained import knn_evaluate
 
     res = knn_evaluate(ckpt, ks=(20, 200), ts=(0.1,))
     model, _ = _load(ckpt)
@@ -240,7 +240,7 @@ def _knn_worker(rank, port, ckpt, out_dir):
 
 
 def _load(ckpt):
-    from simsiam.pretrained import load_pretrained
+    from simsiam.eval.pretrained import load_pretrained
 
     return load_pretrained(ckpt)
 
@@ -263,7 +263,7 @@ def test_knn_with_bank_gathered_over_two_processes_equals_one_process(tmp_path):
     ckpt = ckpt_io.save_atomic(ckpt_io.make_checkpoint(model=method, optimizer=build_optimizer(
         method.param_groups(), cfg.optim), epoch=1, step=1, config=cfg.to_dict()), tmp_path / "c.pt")
 
-    from simsiam.pretrained import knn_evaluate
+    from simsiam.eval.pretrained import knn_evaluate
 
     single = knn_evaluate(ckpt, ks=(20, 200), ts=(0.1,))
     single_feats = _features(_load(ckpt)[0])
@@ -282,8 +282,8 @@ def test_knn_with_bank_gathered_over_two_processes_equals_one_process(tmp_path):
 def _sampler_worker(rank, port, cfg, out_dir):
     _join(rank, port)
     from simsiam.data import load_dataset
+    from simsiam.data.loaders import build_train_loader
     from simsiam.data.subset import subset
-    from simsiam.loaders import build_train_loader
 
     loader = build_train_loader(subset(load_dataset("digits", "train"), 256), cfg, 2, torch.device("cpu"))
     seen = {e: [b["labels"] for b in loader.epoch(e)] for e in (0, 1)}
@@ -307,7 +307,7 @@ def test_per_image_loader_splits_each_epoch_between_ranks(tmp_path):
 # ------------------------------------------------------------------------------ the clean errors
 def test_global_batch_that_does_not_divide_by_the_world_fails_clearly(tmp_path, monkeypatch):
     from simsiam import pretrain
-    from simsiam.loaders import local_batch_size
+    from simsiam.data.loaders import local_batch_size
 
     monkeypatch.setattr(dist, "world_size", lambda: 3)
     with pytest.raises(ValueError, match=r"optim.batch_size=128 is the global batch .* multiple of 3"):

@@ -7,18 +7,27 @@ import json
 import numpy as np
 import pytest
 import torch
+from fixtures_checkpoints import make_checkpoint_file
 from PIL import Image
 
-from fixtures_checkpoints import make_checkpoint_file
-from simsiam.checkpoint import CheckpointError
+from simsiam.artifacts.checkpoint import CheckpointError
 from simsiam.cli import main
 from simsiam.eval import knn as knn_module
 from simsiam.eval import knn_accuracy, knn_predict, knn_sweep
 from simsiam.eval import linear as linear_module
 from simsiam.eval.embed import embed_folder
-from simsiam.eval.frozen import BackboneChanged, assert_backbone_unchanged, backbone_state_from_disk
-from simsiam.eval.linear import (lars_too_few_steps, linear_config, linear_evaluate, topk_accuracy,
-                                 train_on_features)
+from simsiam.eval.frozen import (
+    BackboneChanged,
+    assert_backbone_unchanged,
+    backbone_state_from_disk,
+)
+from simsiam.eval.linear import (
+    lars_too_few_steps,
+    linear_config,
+    linear_evaluate,
+    topk_accuracy,
+    train_on_features,
+)
 from simsiam.eval.visualize import class_names, visualize
 
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
+from fixtures_checkpoints import make_checkpoint_file
 from safetensors.torch import load_file
 
-from fixtures_checkpoints import make_checkpoint_file
-from simsiam.checkpoint import CheckpointError
+from simsiam.artifacts.checkpoint import CheckpointError
 from simsiam.cli import main
-from simsiam.export import detectron2_key, export_checkpoint
-
+from simsiam.eval.export import detectron2_key, export_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from simsiam.eval.lars import LARS, build_lars, lars_param_groups, trust_ratio
+from simsiam.optim.lars import LARS, build_lars, lars_param_groups, trust_ratio
 
 
 def _param(values) -> nn.Parameter:

@@ -2,7 +2,12 @@ import numpy as np
 import pytest
 import torch
 
-from simsiam.losses import asymmetric_loss, cross_entropy_similarity, negative_cosine, symmetric_loss
+from simsiam.methods.losses import (
+    asymmetric_loss,
+    cross_entropy_similarity,
+    negative_cosine,
+    symmetric_loss,
+)
 
 
 def _naive_D(p, z):

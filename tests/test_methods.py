@@ -14,18 +14,19 @@ import torch
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from simsiam import checkpoint as ckpt_io
-from simsiam import distributed as dist
 from simsiam import get_preset, pretrain
-from simsiam.config import ConfigError, apply_overrides, resolve
+from simsiam.artifacts import checkpoint as ckpt_io
+from simsiam.config import ConfigError, apply_overrides
+from simsiam.config.presets_methods import small_overrides
 from simsiam.methods import build_method
 from simsiam.methods.byol import normalized_mse
-from simsiam.methods.momentum import cosine_momentum, ema_update
 from simsiam.methods.moco import moco_infonce
+from simsiam.methods.momentum import cosine_momentum, ema_update
 from simsiam.methods.queue import FeatureQueue
 from simsiam.methods.simclr import nt_xent
 from simsiam.methods.swav import sinkhorn, swapped_prediction
-from simsiam.presets_methods import small_overrides
+from simsiam.parallel import distributed as dist
+from simsiam.resolve import resolve
 
 METHODS = ("simclr", "moco", "byol", "swav")
 
@@ -267,13 +268,13 @@ def _image_views():
 def _simclr_step(views) -> dict:
     """One SGD step of SimCLR wrapped as pretraining wraps it; the mean loss and the new weights."""
     from simsiam.optim import build_optimizer
-    from simsiam.train import _wrap_for_training
+    from simsiam.train.step import wrap_for_training
 
     cfg = _tiny("simclr", "optim.batch_size=16", "run.channels_last=false")
     torch.manual_seed(0)
     method = build_method(cfg, in_channels=1)
     optimizer = build_optimizer(method.param_groups(), cfg.optim)
-    step_fn = _wrap_for_training(method, cfg, torch.device("cpu"), log=None)  # kept: DDP reduces in backward
+    step_fn = wrap_for_training(method, cfg, torch.device("cpu"))  # kept: DDP reduces in backward
     out = step_fn(views)
     optimizer.zero_grad(set_to_none=True)
     out["loss"].backward()
@@ -330,7 +331,7 @@ def test_pretrain_runs_every_method_and_its_checkpoint_keeps_the_targets_and_que
 
 # ------------------------------------------------------------------ presets and section-6 tables
 def test_method_presets_and_every_section_6_table_row_resolve():
-    from simsiam.presets import PRESETS
+    from simsiam.config.presets import PRESETS
     from simsiam.reproduce.methods_tables import TABLES
 
     for name in ("simclr", "moco_v2", "byol", "swav", "fmnist_simclr", "fmnist_moco", "fmnist_byol", "fmnist_swav"):
@@ -351,8 +352,8 @@ def test_method_presets_and_every_section_6_table_row_resolve():
 
 
 def test_lars_recipes_build_lars_with_the_predictor_group_still_at_a_fixed_lr():
-    from simsiam.eval.lars import LARS
     from simsiam.optim import build_optimizer, set_lr
+    from simsiam.optim.lars import LARS
 
     cfg = _tiny("simclr", "methods.predictor=true", "optim.optimizer=lars")
     model = build_method(cfg, in_channels=1)

@@ -91,7 +91,7 @@ def test_stop_grad_off_lets_gradient_through_the_target_branch():
     cfg = resolve(get_preset("digits"))
     model = build_method(cfg, in_channels=1)
     x1, x2 = torch.randn(8, 1, 8, 8), torch.randn(8, 1, 8, 8)
-    from simsiam.losses import asymmetric_loss
+    from simsiam.methods.losses import asymmetric_loss
 
     for stop_grad, expect_grad in ((True, False), (False, True)):
         model.zero_grad()
@@ -111,3 +111,20 @@ def test_frozen_and_identity_predictors():
     cfg.model.predictor = "none"
     ident = build_method(cfg, 1)
     assert isinstance(ident.predictor, nn.Identity)
+
+
+@pytest.mark.parametrize("size", [7, 8, 9])
+def test_the_shortcut_conv_computes_a_strided_1x1_convolution_with_its_gradients(size):
+    from simsiam.models.backbones import SubsampledPointwiseConv
+
+    torch.manual_seed(0)
+    conv = SubsampledPointwiseConv(4, 8, kernel_size=1, stride=2, bias=False)
+    x = torch.randn(3, 4, size, size, requires_grad=True)
+    out = conv(x)
+    ref_x = x.detach().clone().requires_grad_(True)
+    ref = torch.nn.functional.conv2d(ref_x, conv.weight.detach().clone().requires_grad_(True), stride=2)
+    assert out.shape == ref.shape
+    torch.testing.assert_close(out, ref)
+    out.square().sum().backward()
+    ref.square().sum().backward()
+    torch.testing.assert_close(x.grad, ref_x.grad)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from simsiam.resources import peak_memory, reset_peak_memory
+from simsiam.train.resources import peak_memory, reset_peak_memory
 
 CPU = torch.device("cpu")
 
@@ -24,7 +24,7 @@ def test_the_peak_counts_again_from_a_reset():
 
 
 def test_peak_falls_back_to_getrusage_without_proc(monkeypatch):
-    import simsiam.resources as resources
+    import simsiam.train.resources as resources
 
     monkeypatch.setattr(resources, "_STATUS", Path("/nonexistent/status"))
     monkeypatch.setattr(resources, "_CLEAR_REFS", Path("/nonexistent/clear_refs"))

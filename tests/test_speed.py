@@ -7,15 +7,16 @@ import pytest
 import torch
 from torch import nn
 
-from simsiam import get_preset, pretrain, speed
-from simsiam.config import apply_overrides, resolve
+from simsiam import get_preset, pretrain
+from simsiam.config import apply_overrides
 from simsiam.data import load_dataset
+from simsiam.data.loaders import PerImageViewLoader
+from simsiam.data.sampler import EpochSampler
 from simsiam.data.subset import subset
-from simsiam.epoch_sampler import EpochSampler
-from simsiam.loaders import PerImageViewLoader
 from simsiam.methods import build_method
 from simsiam.optim import build_optimizer
-
+from simsiam.resolve import resolve
+from simsiam.train import speed
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -5,9 +5,9 @@ import math
 import pytest
 import torch
 
-from simsiam import checkpoint as ckpt_io
 from simsiam import pretrain
-from simsiam.train import TrainingDiverged
+from simsiam.artifacts import checkpoint as ckpt_io
+from simsiam.train.pretrain import TrainingDiverged
 
 
 def test_run_writes_metrics_plots_report_and_checkpoint(digits_cfg):
@@ -75,7 +75,7 @@ def test_resume_equals_uninterrupted_run(tmp_path, digits_cfg):
 
 def _run_one_epoch_of(cfg):
     """Run ``cfg`` but interrupt it after its first epoch's checkpoint, as a crash would."""
-    import simsiam.train as train
+    import simsiam.train.pretrain as train
 
     real_save = ckpt_io.save_atomic
 

@@ -6,13 +6,15 @@ Public API::
     cfg = get_preset("fmnist")
     result = pretrain(cfg)                 # trains, monitors, checkpoints, plots, report
     model, cfg = load_pretrained(result.run_dir)
-"""
-__version__ = "0.1.0"
 
-from .config import Config, ConfigError, apply_overrides, resolve  # noqa: E402
-from .presets import PRESETS, get_preset  # noqa: E402
-from .train import RunResult, TrainingDiverged, pretrain  # noqa: E402
-from .pretrained import knn_evaluate, load_pretrained  # noqa: E402
+Where things live: docs/ARCHITECTURE.md.
+"""
+from .config import Config, ConfigError, apply_overrides
+from .config.presets import PRESETS, get_preset
+from .eval.pretrained import knn_evaluate, load_pretrained
+from .resolve import resolve
+from .train.pretrain import RunResult, TrainingDiverged, pretrain
+from .version import __version__
 
 __all__ = [
     "__version__", "Config", "ConfigError", "apply_overrides", "resolve", "PRESETS", "get_preset",

@@ -6,8 +6,8 @@ import os
 import sys
 from typing import Optional, Sequence
 
-from . import __version__
 from .commands import COMMANDS
+from .version import __version__
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +42,7 @@ TORCHRUN_COMMANDS = ("pretrain", "knn")
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
-    from .distributed import launched_by_torchrun
+    from .parallel.distributed import launched_by_torchrun
 
     if launched_by_torchrun() and args.command not in TORCHRUN_COMMANDS:
         if os.environ.get("RANK") == "0":
@@ -58,24 +58,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"simsiam {args.command}: error: {_rank_prefix()}{err}", file=sys.stderr)
         return 2
     finally:
-        from .distributed import cleanup
+        from .parallel.distributed import cleanup
 
         cleanup()  # under torchrun: release the process group the command started (no-op otherwise)
 
 
 def _rank_prefix() -> str:
     """``"rank 1: "`` under torchrun, where every process may report the same error; "" otherwise."""
-    from . import distributed as dist
+    from .parallel import distributed as dist
 
     return f"rank {dist.rank()}: " if dist.world_size() > 1 else ""
 
 
 def _user_facing_errors() -> tuple[type[BaseException], ...]:
     """Errors that explain themselves: printed as one line, without a traceback."""
-    from .checkpoint import CheckpointError
+    from .artifacts.checkpoint import CheckpointError
     from .config import ConfigError
     from .data import DatasetNotFound
-    from .train import TrainingDiverged
+    from .train.pretrain import TrainingDiverged
 
     return (ConfigError, DatasetNotFound, CheckpointError, TrainingDiverged, FileExistsError, ValueError)
 

@@ -25,7 +25,13 @@ import torch
 import torch.nn.functional as F
 
 from ..config import AugConfig
-from .recipes import CROP_RATIO, CROP_TRIES, aug_values, blur_kernel_size, check_mean_std
+from .recipes import (
+    CROP_RATIO,
+    CROP_TRIES,
+    aug_values,
+    blur_kernel_size,
+    check_mean_std,
+)
 
 # ITU-R 601-2 luma, as PIL's ``convert("L")`` (torchvision's tensor ops use 0.2989 for red).
 LUMA = (0.299, 0.587, 0.114)

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from ..presets import PRESETS
+from ..config.presets import PRESETS
 
 
 def add_parser(sub) -> None:
@@ -35,9 +35,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..bench import BenchOptions, run_bench
     from ..config import apply_overrides
-    from ..presets import get_preset
+    from ..config.presets import get_preset
+    from ..perf.bench import BenchOptions, run_bench
 
     cfg = get_preset(args.preset)
     apply_overrides(cfg, list(args.overrides))

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from ..config import Config, apply_mapping, apply_overrides, load_yaml
-from ..presets import PRESETS, get_preset
+from ..config.presets import PRESETS, get_preset
 
 
 def add_config_args(p: argparse.ArgumentParser, default_preset: str = "fmnist") -> None:

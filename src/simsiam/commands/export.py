@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..export import export_checkpoint
+    from ..eval.export import export_checkpoint
 
     res = export_checkpoint(args.checkpoint, args.format, args.out, include_heads=args.include_heads)
     for warning in res.warnings:

@@ -25,8 +25,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import distributed as dist
-    from ..pretrained import knn_evaluate
+    from ..eval.pretrained import knn_evaluate
+    from ..parallel import distributed as dist
 
     res = knn_evaluate(args.checkpoint, dataset=args.dataset, data_dir=args.data_dir, split=args.split,
                        ks=args.k, ts=args.t, device=args.device)
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _baselines(args: argparse.Namespace) -> dict:
-    from ..checkpoint import load
+    from ..artifacts.checkpoint import load
     from ..config import from_dict
     from ..eval.baselines import baseline_knn
 

@@ -15,8 +15,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import resolve
-    from ..presets import PRESETS, get_preset
+    from ..config.presets import PRESETS, get_preset
+    from ..resolve import resolve
 
     if args.name:
         print(yaml.safe_dump(resolve(get_preset(args.name)).to_dict(), sort_keys=False), end="")

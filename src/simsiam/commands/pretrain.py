@@ -21,8 +21,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import distributed as dist
-    from ..train import pretrain
+    from ..parallel import distributed as dist
+    from ..train.pretrain import pretrain
 
     cfg = config_from_args(args)
     if args.stop_on_collapse:

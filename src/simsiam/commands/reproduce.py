@@ -7,7 +7,7 @@ import shlex
 import time
 from pathlib import Path
 
-from ..presets import PRESETS
+from ..config.presets import PRESETS
 
 
 def add_parser(sub) -> None:
@@ -60,11 +60,17 @@ def _command(args: argparse.Namespace, table: str, seeds: list[int], overrides: 
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..config import resolve
+    from ..artifacts.report import git_commit
     from ..reproduce import all_tables
     from ..reproduce.report import write_index, write_report
-    from ..reproduce.runner import chance_accuracy, linear_available, row_config, run_rows, slug
-    from ..report import git_commit
+    from ..reproduce.runner import (
+        chance_accuracy,
+        linear_available,
+        row_config,
+        run_rows,
+        slug,
+    )
+    from ..resolve import resolve
 
     git_commit()  # the reports name the code this process runs, read now, not after hours of training
 

@@ -1,4 +1,5 @@
-"""Datasets for SimSiam: in-memory arrays, image folders and the two-view training wrapper.
+"""From files to batches of views: datasets (in-memory arrays, image folders), the epoch sampler
+and the two training loaders (batched tensor path, per-image reference path).
 
 ``load_dataset(name, split, data_dir)`` is the entry point; ``DATASETS`` maps
 each name to its loader. Nothing is downloaded.

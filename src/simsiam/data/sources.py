@@ -16,7 +16,13 @@ import torch
 from torch.utils.data import Dataset
 
 from .cifar import read_cifar_batch
-from .files import IMAGE_EXTENSIONS, IMAGENET_MEAN, IMAGENET_STD, ImageFiles, list_images
+from .files import (
+    IMAGE_EXTENSIONS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ImageFiles,
+    list_images,
+)
 from .idx import read_idx
 from .memory import InMemoryImages
 from .search import candidate_dirs, check_split, find_files, not_found, require_dir
@@ -199,7 +205,9 @@ def load_digits(split: str, data_dir: Optional[str] = None) -> InMemoryImages:
     Normalisation stats are computed from the training split.
     """
     check_split("digits", split, ("train", "test"))
-    from sklearn.datasets import load_digits as sklearn_digits  # imported lazily: sklearn is slow to import
+    from sklearn.datasets import (
+        load_digits as sklearn_digits,  # imported lazily: sklearn is slow to import
+    )
 
     digits = sklearn_digits()
     images = np.rint(digits.images * (255.0 / 16.0)).astype(np.uint8)[:, None]  # 0..16 -> 0..255

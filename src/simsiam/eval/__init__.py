@@ -1,4 +1,5 @@
-"""Evaluation of a representation: kNN (the paper's monitor) and feature extraction."""
+"""What a trained backbone is worth and what it is for: loading a run, the training monitors,
+kNN and linear evaluation, embeddings, pictures and export."""
 from .features import eval_mode, extract_features
 from .knn import knn_accuracy, knn_predict, knn_sweep
 

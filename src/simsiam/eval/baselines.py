@@ -8,11 +8,12 @@ from __future__ import annotations
 import torch
 
 from ..augment import normalize_batch
-from ..config import Config, resolve
+from ..config import Config
 from ..data import InMemoryImages, load_dataset
 from ..data.subset import subset
 from ..methods import build_method
-from ..train import seed_everything
+from ..resolve import resolve
+from ..seeding import seed_everything
 from .features import eval_mode, extract_features
 from .knn import knn_accuracy
 

@@ -20,9 +20,9 @@ import torch
 from tqdm import tqdm
 
 from ..data import ImageFiles, load_dataset
-from ..pretrained import load_pretrained
 from .features import eval_mode, extract_features
 from .normalisation import training_normalisation
+from .pretrained import load_pretrained
 
 
 def folder_images(data_dir: str | Path, channels: int, mean, std) -> ImageFiles:

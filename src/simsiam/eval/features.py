@@ -13,9 +13,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from .. import distributed as dist
 from ..augment import build_eval_transform, normalize_batch
 from ..data import InMemoryImages, UnreadableImage
+from ..parallel import distributed as dist
 
 
 class TransformedImages(torch.utils.data.Dataset):

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import checkpoint as ckpt_io
+from ..artifacts import checkpoint as ckpt_io
 
 BACKBONE_PREFIX = "backbone."
 

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import torch
 
-from .. import distributed as dist
+from ..parallel import distributed as dist
 from .knn import knn_sweep
 
 

@@ -41,11 +41,11 @@ from torch import nn
 from ..data import load_dataset
 from ..data.subset import subset
 from ..optim import cosine_lr, set_lr
-from ..pretrained import load_pretrained
+from ..optim.lars import build_lars
 from .features import extract_features
 from .frozen import assert_backbone_unchanged, backbone_state_from_disk, freeze
-from .lars import build_lars
 from .linear_views import build_crop_flip_views
+from .pretrained import load_pretrained
 
 Batches = Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]]  # epoch -> (features, labels) batches
 

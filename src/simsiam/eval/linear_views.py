@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, RandomSampler
 from ..augment import BatchAugment, build_view_transform
 from ..config import AugConfig
 from ..data import InMemoryImages
-from ..loaders import default_workers, epoch_seed
+from ..data.loaders import default_workers, epoch_seed
 from .features import TransformedImages
 
 # torchvision's RandomResizedCrop default scale, as the paper's linear evaluation uses.

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 
 from ..data import InMemoryImages, UnreadableImage, load_dataset
 from ..data.subset import subset
-from ..pretrained import load_pretrained
 from .features import eval_mode, extract_features
+from .pretrained import load_pretrained
 
 # Class names of the datasets whose labels are bare integers on disk.
 CLASS_NAMES: dict[str, list[str]] = {

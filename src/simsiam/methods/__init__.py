@@ -1,17 +1,14 @@
 """The method registry: a dict. A new method is one file plus one entry here.
 
-A method is an ``nn.Module`` built as ``Method(cfg, backbone)`` with a ``backbone`` attribute,
-``num_views``, ``encode(x)`` (projector output), ``training_step(views) -> {"loss", "z"}`` and
-``param_groups()`` (dicts with a ``fix_lr`` tag read by the lr schedule). Optional hooks the training
-loop calls when present: ``stream(batches)`` (sees the epoch's batches before their steps) and
-``on_step_end(step, total_steps)``.
+Every method implements the contract of :class:`methods.base.Method` (``training_step``,
+``param_groups``, ``encode``, ``num_views``, and the optional ``stream`` / ``on_step_end`` hooks),
+and is built as ``Method(cfg, backbone)`` by :func:`build_method`.
 """
 from __future__ import annotations
 
-from torch import nn
-
 from ..config import Config
 from ..models import build_backbone
+from .base import Method
 from .byol import BYOL
 from .ema_targets import MovingAverageSimSiam
 from .kstep import KStepSimSiam
@@ -20,7 +17,7 @@ from .simclr import SimCLR
 from .simsiam import SimSiam
 from .swav import SwAV
 
-METHODS: dict[str, type[nn.Module]] = {
+METHODS: dict[str, type[Method]] = {
     "simsiam": SimSiam,
     "simsiam_kstep": KStepSimSiam,  # section 5: eta cached for k steps (hypothesis.kstep)
     "simsiam_ema": MovingAverageSimSiam,  # section 5: per-image moving-average eta (hypothesis.ema_m)
@@ -31,7 +28,7 @@ METHODS: dict[str, type[nn.Module]] = {
 }
 
 
-def build_method(cfg: Config, in_channels: int) -> nn.Module:
+def build_method(cfg: Config, in_channels: int) -> Method:
     """Backbone from the registry plus the method's heads, as the config says."""
     m = cfg.model
     backbone = build_backbone(m.backbone, in_channels=m.in_channels or in_channels, width=m.width,

@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import Config
-from ..losses import target
 from ..models import heads
+from .base import Method
+from .losses import target
 from .momentum import cosine_momentum, ema_update, frozen_copy
 from .parts import with_predictor_group
 
@@ -34,7 +35,7 @@ def normalized_mse(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return (2 - 2 * (F.normalize(p, dim=1) * F.normalize(z, dim=1)).sum(dim=1)).mean()
 
 
-class BYOL(nn.Module):
+class BYOL(Method):
     num_views = 2
 
     def __init__(self, cfg: Config, backbone: nn.Module):

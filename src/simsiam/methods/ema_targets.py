@@ -22,9 +22,9 @@ from typing import Iterable, Iterator
 
 import torch
 
-from .. import distributed as dist
 from ..config import Config, ConfigError
-from ..losses import symmetric_loss
+from ..parallel import distributed as dist
+from .losses import symmetric_loss
 from .simsiam import SimSiam
 
 

@@ -22,9 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import distributed as dist
 from ..config import Config
 from ..models import heads
+from ..parallel import distributed as dist
+from .base import Method
 from .momentum import ema_update, frozen_copy
 from .parts import no_autocast
 from .queue import FeatureQueue
@@ -42,7 +43,7 @@ def moco_infonce(q: torch.Tensor, k: torch.Tensor, negatives: torch.Tensor, temp
         return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device))
 
 
-class MoCo(nn.Module):
+class MoCo(Method):
     num_views = 2
 
     def __init__(self, cfg: Config, backbone: nn.Module):

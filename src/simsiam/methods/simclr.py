@@ -20,10 +20,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import distributed as dist
 from ..config import Config
-from ..losses import target
 from ..models import heads
+from ..parallel import distributed as dist
+from .base import Method
+from .losses import target
 from .parts import no_autocast, with_predictor_group
 
 
@@ -46,7 +47,7 @@ def nt_xent(queries: torch.Tensor, keys: torch.Tensor, temperature: float, offse
         return F.cross_entropy(logits, positives)
 
 
-class SimCLR(nn.Module):
+class SimCLR(Method):
     num_views = 2
 
     def __init__(self, cfg: Config, backbone: nn.Module):

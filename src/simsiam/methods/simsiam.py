@@ -10,11 +10,13 @@ import torch
 from torch import nn
 
 from ..config import Config
-from ..losses import asymmetric_loss, symmetric_loss
 from ..models import heads
+from .base import Method
+from .losses import asymmetric_loss, symmetric_loss
+from .parts import with_predictor_group
 
 
-class SimSiam(nn.Module):
+class SimSiam(Method):
     def __init__(self, cfg: Config, backbone: nn.Module):
         super().__init__()
         m = cfg.model
@@ -59,10 +61,4 @@ class SimSiam(nn.Module):
 
     def param_groups(self) -> list[dict]:
         """Optimiser groups. The predictor's group is tagged ``fix_lr`` (Table 1c: constant lr)."""
-        pred = [p for p in self.predictor.parameters() if p.requires_grad]
-        pred_ids = {id(p) for p in pred}
-        rest = [p for p in self.parameters() if p.requires_grad and id(p) not in pred_ids]
-        groups = [{"params": rest, "fix_lr": False, "name": "encoder"}]
-        if pred:
-            groups.append({"params": pred, "fix_lr": self.cfg.optim.fix_pred_lr, "name": "predictor"})
-        return groups
+        return with_predictor_group(self, self.predictor, self.cfg.optim.fix_pred_lr)

@@ -26,9 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .. import distributed as dist
 from ..config import Config
 from ..models import heads
+from ..parallel import distributed as dist
+from .base import Method
 from .parts import no_autocast, with_predictor_group
 from .queue import FeatureQueue
 
@@ -58,7 +59,7 @@ def swapped_prediction(s1: torch.Tensor, s2: torch.Tensor, q1: torch.Tensor, q2:
         return 0.5 * (ce(q2, s1) + ce(q1, s2))
 
 
-class SwAV(nn.Module):
+class SwAV(Method):
     num_views = 2
 
     def __init__(self, cfg: Config, backbone: nn.Module):

@@ -9,10 +9,28 @@ from __future__ import annotations
 from typing import Callable, Type, Union
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
 
 Block = Type[Union[BasicBlock, Bottleneck]]
+
+
+class SubsampledPointwiseConv(nn.Conv2d):
+    """A residual shortcut's strided 1x1 convolution, computed as subsample-then-convolve.
+
+    The arithmetic is the same (a 1x1 kernel reads only the pixels its stride lands on; the output
+    size is equal for every input size, odd ones included), and the parameters are nn.Conv2d's, so
+    state dicts stay torchvision's. Why not nn.Conv2d itself: on AVX2 CPUs oneDNN's strided 1x1
+    kernel corrupts the heap in backward for channels_last inputs with fewer than 8 channels
+    (seen with torch 2.14.1 on one thread: a CIFAR ResNet of width 4 aborts in its first steps).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        sh, sw = self.stride
+        if (sh, sw) != (1, 1):
+            x = x[:, :, ::sh, ::sw]
+        return F.conv2d(x, self.weight, self.bias)
 
 
 class ResNet(nn.Module):
@@ -65,7 +83,7 @@ class ResNet(nn.Module):
         downsample = None
         if stride != 1 or self.inplanes != planes * block.expansion:
             downsample = nn.Sequential(
-                nn.Conv2d(self.inplanes, planes * block.expansion, kernel_size=1, stride=stride, bias=False),
+                SubsampledPointwiseConv(self.inplanes, planes * block.expansion, kernel_size=1, stride=stride, bias=False),
                 nn.BatchNorm2d(planes * block.expansion),
             )
         layers = [block(self.inplanes, planes, stride, downsample)]

@@ -10,7 +10,7 @@ tables of section 6.2); the BYOL-without-momentum figure is from BYOL's own pape
 """
 from __future__ import annotations
 
-from ..presets_methods import small_overrides
+from ..config.presets_methods import small_overrides
 
 SIMCLR, MOCO, BYOL, SWAV = (small_overrides(m) for m in ("simclr", "moco", "byol", "swav"))
 

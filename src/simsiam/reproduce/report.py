@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from ..report import git_commit, plot_curves
+from ..artifacts.report import git_commit, plot_curves
 from .claims import run_collapsed, verdict
 
 

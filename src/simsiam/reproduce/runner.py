@@ -19,10 +19,11 @@ import traceback
 from pathlib import Path
 from typing import Callable, Optional
 
-from .. import checkpoint as ckpt_io
-from ..config import Config, ConfigError, apply_overrides, from_dict, resolve
-from ..presets import get_preset
-from ..runlog import read_metrics
+from ..artifacts import checkpoint as ckpt_io
+from ..artifacts.runlog import read_metrics
+from ..config import Config, ConfigError, apply_overrides, from_dict
+from ..config.presets import get_preset
+from ..resolve import resolve
 
 Log = Callable[[str], None]
 
@@ -111,7 +112,7 @@ def _copy_twin(twin: Path, run_dir: Path, epochs: int, log: Log) -> dict:
 def _train(cfg: Config, log: Log, train: bool = True, out: Optional[Path] = None) -> dict:
     """Pretrain (or resume, or skip, or copy from an identical run under ``out``) one run; returns
     its outcome record. With ``train`` off an unfinished run is left as it is ("not run")."""
-    from ..train import TrainingDiverged, pretrain
+    from ..train.pretrain import TrainingDiverged, pretrain
 
     run_dir = Path(cfg.run.out_dir)
     prior = _read_json(run_dir / "outcome.json")

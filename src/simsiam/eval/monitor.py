@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .eval import eval_mode, extract_features
-from .eval.knn_sharded import sharded_knn_sweep
+from . import eval_mode, extract_features
+from .knn_sharded import sharded_knn_sweep
 
 
 def collapse_std(z: torch.Tensor) -> torch.Tensor:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from .config import Config
+from ..config import Config
 from .runlog import read_metrics
 
 

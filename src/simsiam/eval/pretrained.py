@@ -7,14 +7,14 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-from . import checkpoint as ckpt_io
-from . import distributed as dist
-from .config import Config, from_dict
-from .data import load_dataset
-from .data.subset import subset
-from .eval import eval_mode, extract_features
-from .eval.knn_sharded import sharded_knn_sweep
-from .methods import build_method
+from ..artifacts import checkpoint as ckpt_io
+from ..config import Config, from_dict
+from ..data import load_dataset
+from ..data.subset import subset
+from ..methods import build_method
+from ..parallel import distributed as dist
+from . import eval_mode, extract_features
+from .knn_sharded import sharded_knn_sweep
 
 
 def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Config]:

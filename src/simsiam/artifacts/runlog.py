@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from . import distributed as dist
+from ..parallel import distributed as dist
 
 
 class RunLog:

@@ -19,11 +19,12 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from . import distributed as dist
-from .augment import BatchAugment, build_view_transform
-from .config import Config
-from .data import InMemoryImages, UnreadableImage
-from .epoch_sampler import EpochSampler
+from ..augment import BatchAugment, build_view_transform
+from ..config import Config
+from ..parallel import distributed as dist
+from .errors import UnreadableImage
+from .memory import InMemoryImages
+from .sampler import EpochSampler
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:

@@ -30,20 +30,24 @@ import resource
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 import torch
 
-from . import distributed as dist
-from .config import Config, resolve
-from .data import InMemoryImages, load_dataset
-from .data.subset import subset
-from .loaders import PerImageViewLoader, build_train_loader
-from .methods import build_method
-from .optim import build_optimizer
-from .bench_peak import best_peak, dtype_name, measure_peaks
-from .resources import peak_memory, reset_peak_memory
-from .speed import amp_dtype, autocast, compile_with_fallback, to_memory_format
+from ..config import Config
+from ..data import InMemoryImages, load_dataset
+from ..data.loaders import PerImageViewLoader, build_train_loader
+from ..data.subset import subset
+from ..methods import build_method
+from ..methods.base import Method
+from ..optim import build_optimizer
+from ..parallel import distributed as dist
+from ..resolve import resolve
+from ..train.loop import epoch_batches
+from ..train.resources import peak_memory, reset_peak_memory
+from ..train.speed import amp_dtype, to_memory_format
+from ..train.step import LrSchedule, TrainStep
+from .peaks import best_peak, dtype_name, measure_peaks
 
 # (channels, height, width) of each in-memory dataset, for --synthetic data of the preset's shape.
 SYNTHETIC_SHAPES = {"fmnist": (1, 28, 28), "digits": (1, 8, 8), "cifar10": (3, 32, 32), "cifar100": (3, 32, 32),
@@ -79,11 +83,12 @@ def _load_train_set(cfg: Config, opts: BenchOptions):
     return subset(load_dataset(cfg.data.dataset, "train", cfg.data.data_dir), cfg.data.train_limit)
 
 
-def _batches(loader, first_epoch: int) -> Iterator[dict]:
-    """The loader's usable batches, epoch after epoch, for as long as they are asked for."""
+def _batches(loader, first_epoch: int, method: Optional[Method] = None) -> Iterator[dict]:
+    """The loader's usable batches, epoch after epoch, for as long as they are asked for; through
+    ``method``'s ``stream`` hook (as training sees them) when a method is given."""
     epoch = first_epoch
     while True:
-        for batch in loader.epoch(epoch):
+        for batch in (loader.epoch(epoch) if method is None else epoch_batches(loader, method, epoch)):
             if batch["views"] is not None:
                 yield batch
         epoch += 1
@@ -98,42 +103,27 @@ def _sync(device: torch.device) -> None:
 
 
 class Trainer:
-    """One variant of the training step: a model, its optimiser and how the step is run."""
+    """One variant of the training step: a model, its optimiser and the :class:`TrainStep` that
+    ``pretrain`` runs, with its own step counter."""
 
-    def __init__(self, cfg: Config, channels: int, device: torch.device, warn: Callable[[str], None]):
+    def __init__(self, cfg: Config, channels: int, device: torch.device, warn: Callable[[str], None],
+                 steps_per_epoch: int):
         torch.manual_seed(cfg.run.seed)  # both variants start from the same weights
         self.method = build_method(cfg, channels).to(device)
-        self.optimizer = build_optimizer(self.method.param_groups(), cfg.optim)
-        self.channels_last = cfg.run.channels_last
-        if self.channels_last:
-            self.method.to(memory_format=torch.channels_last)
-        self.amp, self.device = cfg.run.amp, device
-        self.step_fn = self.method.training_step
-        self.compiled = None
-        if cfg.run.compile:
-            self.compiled = compile_with_fallback(self.method.training_step, warn)
-            self.step_fn = self.compiled
+        optimizer = build_optimizer(self.method.param_groups(), cfg.optim)
+        self.train_step = TrainStep(self.method, optimizer, LrSchedule.from_config(cfg, steps_per_epoch), cfg,
+                                    device, warn)
         self.steps = 0
         self.method.train()
 
     def step(self, views) -> torch.Tensor:
-        """The training loop's step (``train.pretrain``): forward under autocast, backward, SGD."""
-        views = to_memory_format(views, self.channels_last)
-        with autocast(self.amp, self.device):
-            out = self.step_fn(views)
-        self.optimizer.zero_grad(set_to_none=True)
-        out["loss"].backward()
-        self.optimizer.step()
-        if hasattr(self.method, "on_step_end"):  # e.g. a momentum encoder's update; a long schedule's start
-            self.method.on_step_end(self.steps, 10**9)
+        out = self.train_step(views, self.steps)
         self.steps += 1
         return out["loss"].detach()
 
     @property
     def compile_state(self) -> str:
-        if self.compiled is None:
-            return "off"
-        return "on" if self.compiled.is_compiled else "failed (eager)"
+        return self.train_step.compile_state
 
 
 def time_pipeline(loader, opts: BenchOptions, device: torch.device, channels_last: bool, epoch: int) -> float:
@@ -168,9 +158,7 @@ def time_steps(trainers: list[Trainer], views, opts: BenchOptions, device: torch
 
 def time_end_to_end(loader, trainer: Trainer, opts: BenchOptions, device: torch.device, epoch: int) -> float:
     """images/s of the loader feeding the trainer, as ``simsiam pretrain`` runs them."""
-    batches = _batches(loader, epoch)
-    if hasattr(trainer.method, "stream"):  # section 5's variants see the batches ahead of their steps
-        batches = trainer.method.stream(batches)
+    batches = _batches(loader, epoch, trainer.method)
     for _ in range(opts.warmup):
         trainer.step(next(batches)["views"])
     _sync(device)
@@ -235,7 +223,7 @@ def run_bench(cfg: Config, opts: BenchOptions, warn: Callable[[str], None] = pri
     size = cfg.data.image_size or train_set.image_size
     ours_loader = build_train_loader(train_set, cfg, 2, device)
     ref_loader = PerImageViewLoader(train_set, ref_cfg, 2, device)
-    ours, ref = Trainer(cfg, channels, device, warn), Trainer(ref_cfg, channels, device, warn)
+    ours, ref = (Trainer(c, channels, device, warn, len(ours_loader)) for c in (cfg, ref_cfg))
     if ours.method.num_views != 2:
         raise ValueError(f"bench measures two-view methods; {cfg.method} with loss.symmetry={cfg.loss.symmetry} "
                          f"needs {ours.method.num_views} views")

@@ -17,7 +17,7 @@ from typing import Any, BinaryIO, Callable
 import numpy as np
 import torch
 
-from . import __version__
+from ..version import __version__
 
 
 class CheckpointError(RuntimeError):

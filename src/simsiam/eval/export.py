@@ -19,10 +19,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import save_atomic, write_atomic
-from .config import Config
-from .eval.normalisation import training_normalisation
-from .models import TORCHVISION_EQUIVALENT
+from ..artifacts.checkpoint import save_atomic, write_atomic
+from ..config import Config
+from ..models import TORCHVISION_EQUIVALENT
+from .normalisation import training_normalisation
 from .pretrained import load_pretrained
 
 FORMATS = ("torchvision", "safetensors", "detectron2")

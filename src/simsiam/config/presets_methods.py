@@ -1,8 +1,8 @@
-"""Named recipes for the other methods of section 6 (registered in ``presets.PRESETS``).
+"""Named recipes for the other methods of section 6 (named in ``presets.PRESETS``).
 
 Two per method: the paper's ImageNet recipe as SimSiam's Table 4 reproduces it (ResNet-50, two
 224 views, 100 epochs; batch 4096 with LARS for SimCLR, BYOL and SwAV, 256 with SGD for MoCo v2),
-and a CPU recipe on Fashion-MNIST that changes ``presets.fmnist()`` only where the method needs
+and a CPU recipe on Fashion-MNIST that changes ``presets_cpu.fmnist()`` only where the method needs
 it. Every CPU recipe is "the fmnist recipe + the method's small-scale settings" (``SMALL``), so
 the same settings can be applied to another base preset (``small_overrides``).
 """
@@ -10,21 +10,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .config import Config, apply_overrides
-
-
-# presets.py imports this module to register its recipes; the base recipes are imported when
-# called, so that either module may be imported first.
-def _imagenet() -> Config:
-    from .presets import imagenet
-
-    return imagenet()
-
-
-def _fmnist() -> Config:
-    from .presets import fmnist
-
-    return fmnist()
+from .overrides import apply_overrides
+from .presets_cpu import fmnist
+from .presets_paper import imagenet
+from .schema import Config
 
 
 def _imagenet_large_batch(cfg: Config, base_lr: float) -> Config:
@@ -36,7 +25,7 @@ def _imagenet_large_batch(cfg: Config, base_lr: float) -> Config:
 
 def simclr() -> Config:
     """SimCLR+: 3-layer projector (2048-2048-128, BN everywhere), t = 0.1, LARS lr 0.3 x B/256."""
-    cfg = _imagenet_large_batch(_imagenet(), base_lr=0.3)
+    cfg = _imagenet_large_batch(imagenet(), base_lr=0.3)
     cfg.preset, cfg.method = "simclr", "simclr"
     cfg.model.proj_layers, cfg.model.proj_hidden, cfg.model.dim = 3, 2048, 128
     cfg.methods.temperature = 0.1
@@ -47,7 +36,7 @@ def simclr() -> Config:
 def moco_v2() -> Config:
     """MoCo v2+: batch 256, SGD lr 0.03, wd 1e-4, 2-layer MLP head (2048-128, no BN), K = 65536,
     m = 0.999, t = 0.2, symmetrised loss."""
-    cfg = _imagenet()
+    cfg = imagenet()
     cfg.preset, cfg.method = "moco_v2", "moco"
     cfg.model.proj_layers, cfg.model.proj_hidden, cfg.model.dim, cfg.model.head_bn = 2, 2048, 128, "none"
     cfg.optim.batch_size, cfg.optim.base_lr, cfg.optim.weight_decay = 256, 0.03, 1e-4
@@ -59,7 +48,7 @@ def moco_v2() -> Config:
 def byol() -> Config:
     """BYOL, SimSiam's 100-epoch reproduction (footnote 6): LARS lr 0.45 x B/256, wd 1e-6,
     tau_base 0.99; projector and predictor 4096-256, BN on hidden layers only; no constant-lr predictor."""
-    cfg = _imagenet_large_batch(_imagenet(), base_lr=0.45)
+    cfg = _imagenet_large_batch(imagenet(), base_lr=0.45)
     cfg.preset, cfg.method = "byol", "byol"
     cfg.model.proj_layers, cfg.model.proj_hidden, cfg.model.dim = 2, 4096, 256
     cfg.model.pred_hidden, cfg.model.head_bn = 4096, "hidden"
@@ -72,7 +61,7 @@ def byol() -> Config:
 def swav() -> Config:
     """SwAV+: 3-layer projector (2048-2048-128), 3000 prototypes, t = 0.1, Sinkhorn eps 0.05 x 3,
     prototypes frozen for the first epoch, LARS lr 0.3 x B/256; two views (no multi-crop)."""
-    cfg = _imagenet_large_batch(_imagenet(), base_lr=0.3)
+    cfg = _imagenet_large_batch(imagenet(), base_lr=0.3)
     cfg.preset, cfg.method = "swav", "swav"
     cfg.model.proj_layers, cfg.model.proj_hidden, cfg.model.dim = 3, 2048, 128
     cfg.methods.temperature, cfg.methods.swav_prototypes = 0.1, 3000
@@ -82,7 +71,7 @@ def swav() -> Config:
     return cfg
 
 
-# The CPU recipes' differences from ``presets.fmnist()`` (its batch, SGD schedule, epochs and
+# The CPU recipes' differences from ``presets_cpu.fmnist()`` (its batch, SGD schedule, epochs and
 # projector hidden 512), one list per method, as ``key=value`` overrides. Chosen for 28x28 images
 # and a batch of a few hundred: SimCLR's CIFAR temperature 0.5 (its paper's appendix B.9), MoCo's
 # queue and momentum shortened to a run of a few thousand steps, SwAV's prototypes scaled to 10 classes.
@@ -104,7 +93,7 @@ def small_overrides(method: str) -> list[str]:
 
 def _fmnist_recipe(method: str, name: str) -> Callable[[], Config]:
     def recipe() -> Config:
-        cfg = apply_overrides(_fmnist(), small_overrides(method))
+        cfg = apply_overrides(fmnist(), small_overrides(method))
         cfg.preset, cfg.run.out_dir = name, f"runs/{name}"
         return cfg
 

@@ -1,4 +1,4 @@
-"""SGD with the paper's lr rule, and the per-step cosine schedule as a pure function of the step.
+"""The paper's lr rule and the per-step cosine schedule, each a pure function of its inputs.
 
 lr = base_lr x global_batch / 256 (the linear scaling rule) is computed in :func:`scaled_lr` and
 nowhere else. Parameter groups tagged ``fix_lr`` (the predictor, Table 1c) keep the initial lr.
@@ -9,7 +9,7 @@ import math
 
 import torch
 
-from .config import OptimConfig
+from ..config import OptimConfig
 
 
 def scaled_lr(optim_cfg: OptimConfig) -> float:
@@ -22,18 +22,6 @@ def cosine_lr(step: int, total_steps: int, peak_lr: float, warmup_steps: int = 0
         return peak_lr * (step + 1) / warmup_steps
     progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
     return peak_lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def build_optimizer(param_groups: list[dict], optim_cfg: OptimConfig) -> torch.optim.SGD:
-    """SGD, momentum 0.9, weight decay on every parameter (BN included), as the paper trains."""
-    lr = scaled_lr(optim_cfg)
-    groups = [dict(g, lr=lr, initial_lr=lr) for g in param_groups]
-    if optim_cfg.optimizer == "lars":  # SimCLR/BYOL/SwAV recipes: biases and BN get plain SGD, no decay
-        from .eval.lars import LARS, lars_param_groups
-
-        groups = [sub for g in groups for sub in lars_param_groups(g.pop("params"), **g)]
-        return LARS(groups, lr=lr, momentum=optim_cfg.momentum, weight_decay=optim_cfg.weight_decay)
-    return torch.optim.SGD(groups, lr=lr, momentum=optim_cfg.momentum, weight_decay=optim_cfg.weight_decay)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

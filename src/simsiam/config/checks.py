@@ -1,0 +1,78 @@
+"""Checks of a config's values that need nothing but the schema: ranges, vocabularies, and
+switches that the chosen method would silently ignore."""
+from __future__ import annotations
+
+from .schema import CHOICES, METHOD_DEFAULTS, Config, ConfigError
+
+
+def validate(cfg: Config) -> Config:
+    """Values out of range, closed vocabularies, and switches the chosen method would ignore.
+
+    Names that live in registries (method, dataset, backbone, augmentation recipe) are checked by
+    ``simsiam.resolve``, which knows the registries; this module knows only the schema."""
+    for key, allowed in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not valid; choose one of: {', '.join(allowed)}")
+    positive = {
+        "optim.epochs": cfg.optim.epochs,
+        "optim.batch_size": cfg.optim.batch_size,
+        "model.dim": cfg.model.dim,
+        "model.width": cfg.model.width,
+        "monitor.knn_k": cfg.monitor.knn_k,
+        "monitor.every": cfg.monitor.every,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{key} must be positive, got {value}")
+    if cfg.model.proj_layers < 1:
+        raise ConfigError(f"model.proj_layers must be at least 1, got {cfg.model.proj_layers}")
+    _check_hypothesis(cfg)
+    _check_methods(cfg)
+    return cfg
+
+
+def _check_hypothesis(cfg: Config) -> None:
+    """A section-5 field set without the method that reads it would be silently ignored: refuse it."""
+    h = cfg.hypothesis
+    if (h.kstep != 0) != (cfg.method == "simsiam_kstep"):
+        raise ConfigError(f"hypothesis.kstep={h.kstep} with method={cfg.method!r}: the k-step alternation is "
+                          "method=simsiam_kstep with hypothesis.kstep=K (K >= 1, or -1 for one epoch)")
+    if h.kstep < -1:
+        raise ConfigError(f"hypothesis.kstep must be >= 1, or -1 for one epoch, got {h.kstep}")
+    if h.ema_m != 0 and cfg.method != "simsiam_ema":
+        raise ConfigError(f"hypothesis.ema_m={h.ema_m} is read only by method=simsiam_ema (set it too)")
+    if not 0 <= h.ema_m < 1:
+        raise ConfigError(f"hypothesis.ema_m must be in [0, 1), got {h.ema_m}")
+
+
+def _check_methods(cfg: Config) -> None:
+    """Section-6 switches that the chosen method would silently ignore, and values out of range."""
+    m = cfg.methods
+    own = METHOD_DEFAULTS.get(cfg.method, {})
+    stop_grad = m.stop_grad if m.stop_grad is not None else own.get("stop_grad")
+    momentum = m.momentum if m.momentum is not None else own.get("momentum")
+    for name in ("temperature", "momentum", "stop_grad"):
+        if getattr(m, name) is not None and name not in own:
+            users = "/".join(k for k, v in METHOD_DEFAULTS.items() if name in v)
+            raise ConfigError(f"methods.{name} is read only by method={users}, not by method={cfg.method!r}")
+    if m.predictor and cfg.method not in ("simclr", "swav"):
+        raise ConfigError(f"methods.predictor=true is the SimCLR/SwAV cross-ablation (section 6.2); method="
+                          f"{cfg.method!r} " + ("has none to add" if cfg.method == "moco" else
+                                                "always has its predictor"))
+    if cfg.method == "byol" and stop_grad is False and momentum:
+        raise ConfigError("methods.stop_grad=false for BYOL needs methods.momentum=0: a momentum target "
+                          "never receives a gradient")
+    if m.temperature is not None and m.temperature <= 0:
+        raise ConfigError(f"methods.temperature must be positive, got {m.temperature}")
+    if m.momentum is not None and not 0 <= m.momentum < 1:
+        raise ConfigError(f"methods.momentum must be in [0, 1), got {m.momentum}")
+    for key, value in (("moco_queue", m.moco_queue), ("swav_prototypes", m.swav_prototypes),
+                       ("sinkhorn_iters", m.sinkhorn_iters)):
+        if value < 1:
+            raise ConfigError(f"methods.{key} must be at least 1, got {value}")
+    if m.sinkhorn_eps <= 0 or m.swav_queue < 0 or m.swav_freeze_prototypes_epochs < 0:
+        raise ConfigError(f"methods.sinkhorn_eps must be positive and methods.swav_queue, "
+                          f"methods.swav_freeze_prototypes_epochs non-negative; got {m.sinkhorn_eps}, "
+                          f"{m.swav_queue}, {m.swav_freeze_prototypes_epochs}")

@@ -1,0 +1,272 @@
+"""Pretraining: one entry point for one process and for torchrun.
+
+``pretrain(cfg)`` reads top to bottom as the run does: set up (config, data, method, optimiser,
+step, monitors, resume) -> epochs (each: train, epoch record, monitors, atomic checkpoint) ->
+outputs (the Figure 2 plots and ``report.md``).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from ..artifacts import checkpoint as ckpt_io
+from ..artifacts.report import git_commit, write_outputs
+from ..artifacts.runlog import RunLog, read_metrics
+from ..config import Config, from_dict
+from ..data import load_dataset
+from ..data.loaders import build_train_loader, local_batch_size
+from ..data.subset import subset
+from ..eval.monitor import KnnMonitor, is_collapsed, normalised_std
+from ..methods import build_method
+from ..methods.base import Method
+from ..optim import build_optimizer
+from ..parallel import distributed as dist
+from ..resolve import resolve
+from ..seeding import seed_everything
+from .loop import EpochTotals, run_epoch
+from .resources import peak_memory, reset_peak_memory
+from .step import LrSchedule, TrainStep
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or inf; the last good checkpoint is left as it was."""
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    epochs_done: int
+    final: dict = field(default_factory=dict)  # the last epoch's metrics record
+    stopped_early: str = ""  # why the run stopped before its last epoch ("" when it did not)
+
+
+@dataclass
+class _Run:
+    """Everything the epochs need, built once by :func:`_set_up`."""
+
+    cfg: Config
+    device: torch.device
+    run_dir: Path
+    log: RunLog
+    method: Method
+    optimizer: torch.optim.Optimizer
+    loader: object
+    train_step: TrainStep
+    knn: Optional[KnnMonitor]
+    start_epoch: int = 0
+    step: int = 0  # optimiser steps taken so far
+
+
+def pretrain(cfg: Config, resume: bool = False) -> RunResult:
+    """Pretrain as ``cfg`` says; with ``resume`` continue the run in ``cfg.run.out_dir`` from its checkpoint.
+
+    Under torchrun this same call runs in every process (DDP, SyncBN, the global batch split over
+    ranks); only rank 0 writes.
+    """
+    run = _set_up(cfg, resume)
+    result = _train_epochs(run)
+    if dist.is_main():
+        write_outputs(run.run_dir, run.cfg, result)
+    return result
+
+
+# ------------------------------------------------------------------------------------------ set-up
+
+def _set_up(cfg: Config, resume: bool) -> _Run:
+    saved = ckpt_io.load(Path(cfg.run.out_dir) / "checkpoint.pt") if resume else None
+    cfg = resolve(_run_config(cfg, saved))
+    device = dist.init(cfg.run.device)
+    reset_peak_memory(device)  # this run's peak, not that of an earlier run in the same process
+    git_commit()  # the commit the report will name: the code as it is now, when this process runs it
+    local_batch_size(cfg.optim.batch_size)  # the global batch must split evenly: fail before any output
+    if cfg.run.deterministic:
+        torch.use_deterministic_algorithms(True)
+    seed_everything(cfg.run.seed)
+
+    run_dir = _prepare_run_dir(cfg, resume)
+    log = RunLog(run_dir, quiet=cfg.run.quiet)
+    train_set, eval_set = _load_data(cfg)
+    method = build_method(cfg, train_set.channels).to(device)
+    optimizer = build_optimizer(method.param_groups(), cfg.optim)
+    loader = build_train_loader(train_set, cfg, method.num_views, device)
+    train_step = TrainStep(method, optimizer, LrSchedule.from_config(cfg, len(loader)), cfg, device, log.warn)
+    knn = None
+    if eval_set is not None:
+        knn = KnnMonitor(train_set, eval_set, k=cfg.monitor.knn_k, t=cfg.monitor.knn_t, device=device,
+                         image_size=cfg.data.image_size, channels_last=cfg.run.channels_last)
+    run = _Run(cfg, device, run_dir, log, method, optimizer, loader, train_step, knn)
+    if saved is not None:
+        _restore(run, saved)
+    elif dist.is_main():
+        log.info(f"run {run_dir}: {cfg.method}, {cfg.model.backbone} (width {cfg.model.width}), "
+                 f"{len(train_set)} images, batch {cfg.optim.batch_size}, lr {train_step.schedule.peak_lr:.4g}, "
+                 f"{cfg.optim.epochs} epochs x {len(loader)} steps, device {device}, "
+                 f"{type(loader).__name__}, {dist.world_size()} process(es)")
+    return run
+
+
+def _run_config(cfg: Config, saved: Optional[dict]) -> Config:
+    """The config to run: ``cfg``, or on resume the run's own recipe, where only the number of
+    epochs (a finished run may be extended) and where and how to show it may change."""
+    if saved is None:
+        return copy.deepcopy(cfg)
+    own = from_dict(saved["config"])
+    own.optim.epochs = max(cfg.optim.epochs, own.optim.epochs)
+    own.run.out_dir, own.run.quiet, own.run.device = cfg.run.out_dir, cfg.run.quiet, cfg.run.device
+    return own
+
+
+def _prepare_run_dir(cfg: Config, resume: bool) -> Path:
+    run_dir = Path(cfg.run.out_dir)
+    problem = ""
+    if dist.is_main():
+        if not resume and (run_dir / "checkpoint.pt").exists():
+            problem = (f"{run_dir} already holds a run; resume it with --resume, or choose another "
+                       "--out-dir (run.out_dir=...)")
+        else:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            with open(run_dir / "config.json", "w") as fh:
+                json.dump(cfg.to_dict(), fh, indent=2)
+    # Rank 0 alone looks at the directory; every rank raises its verdict, so no rank is left
+    # waiting in a collective for one that has exited.
+    problem = dist.broadcast_object(problem)
+    if problem:
+        raise FileExistsError(problem)
+    return run_dir
+
+
+def _load_data(cfg: Config):
+    d = cfg.data
+    train_set = subset(load_dataset(d.dataset, "train", d.data_dir), d.train_limit)
+    eval_set = subset(load_dataset(d.dataset, d.eval_split, d.data_dir), d.eval_limit) if d.eval_split else None
+    return train_set, eval_set
+
+
+def _restore(run: _Run, saved: dict) -> None:
+    """Weights, optimiser, position and RNG state from the checkpoint, after everything is built
+    (building draws random numbers; the restored state must be the last word)."""
+    ckpt_io.load_model_state(run.method, saved["model"])
+    run.optimizer.load_state_dict(saved["optimizer"])
+    run.start_epoch, run.step = saved["epoch"], saved["step"]
+    ckpt_io.set_rng_state(saved["rng"])
+    if dist.is_main():  # drop records of the epoch the interruption cut short
+        kept = [r for r in read_metrics(run.run_dir) if r.get("epoch", 0) < run.start_epoch]
+        (run.run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    run.log.info(f"resuming {run.run_dir} at epoch {run.start_epoch + 1}/{run.cfg.optim.epochs} (step {run.step})")
+
+
+# ------------------------------------------------------------------------------------------ epochs
+
+def _train_epochs(run: _Run) -> RunResult:
+    cfg = run.cfg
+    result = RunResult(run_dir=run.run_dir, epochs_done=run.start_epoch)
+    record: dict = {}
+    for epoch in range(run.start_epoch, cfg.optim.epochs):
+        run.method.train()
+        run.log.start_epoch(epoch, cfg.optim.epochs, len(run.loader))
+        totals = run_epoch(run.train_step, run.loader, epoch, run.step, run.device, _StepLogger(run, epoch))
+        run.log.end_epoch()
+        run.step += totals.steps
+
+        record = _epoch_record(run, epoch, totals)
+        run.log.write(record)
+        run.log.info(_epoch_line(record, cfg))
+        collapsed = is_collapsed(record["z_std_sqrt_d"], cfg.monitor.collapse_threshold)
+        if collapsed:
+            run.log.warn(f"representation collapsing: std(z/|z|) x sqrt(d) = {record['z_std_sqrt_d']:.3f} is under "
+                         f"monitor.collapse_threshold={cfg.monitor.collapse_threshold} (healthy is about 1)")
+        _checkpoint(run, epoch + 1)
+        result.epochs_done = epoch + 1
+        if collapsed and cfg.monitor.stop_on_collapse:
+            result.stopped_early = "collapse"
+            run.log.warn("stopping: monitor.stop_on_collapse is set")
+            break
+    result.final = record or _last_epoch_record(run.run_dir)
+    return result
+
+
+class _StepLogger:
+    """After each step: every ``run.log_every`` steps a step record (loss over all ranks, lr, images/s)
+    and the NaN guard; the progress bar every step."""
+
+    def __init__(self, run: _Run, epoch: int):
+        self.run, self.epoch = run, epoch
+        self.since, self.images = time.perf_counter(), 0
+
+    def __call__(self, step: int, out: dict, images: int) -> None:
+        run = self.run
+        self.images += images * dist.world_size()
+        postfix = None
+        if step % run.cfg.run.log_every == 0:
+            loss = dist.all_reduce_mean(out["loss"].detach()).item()
+            if not math.isfinite(loss):
+                _diverged(run, self.epoch, step, loss)
+            now = time.perf_counter()
+            ips = self.images / (now - self.since)
+            self.since, self.images = now, 0
+            lr = out["lr"]
+            run.log.write({"kind": "step", "epoch": self.epoch, "step": step, "loss": loss, "lr": lr,
+                           "images_per_s": round(ips, 1)})
+            postfix = {"loss": f"{loss:.4f}", "lr": f"{lr:.3g}", "img/s": f"{ips:.0f}"}
+            if run.log.quiet:
+                run.log.info(f"epoch {self.epoch + 1} step {step} loss {loss:.4f} lr {lr:.4g} {ips:.0f} img/s")
+        run.log.step(postfix)
+
+
+def _epoch_record(run: _Run, epoch: int, totals: EpochTotals) -> dict:
+    """The epoch's metrics record: loss and collapse std over all ranks, speed, memory, skipped
+    images, and the kNN monitor when it is due."""
+    cfg = run.cfg
+    if totals.steps == 0:
+        raise RuntimeError(f"epoch {epoch + 1} had no usable batch: every image was unreadable")
+    loss = dist.all_reduce_mean(totals.loss_sum / totals.steps).item()
+    if not math.isfinite(loss):
+        _diverged(run, epoch, run.step, loss)
+    std = dist.all_reduce_mean(totals.std_sum / totals.steps).item()
+    record = {"kind": "epoch", "epoch": epoch, "epochs_done": epoch + 1, "step": run.step, "loss": loss,
+              "z_std": std, "z_std_sqrt_d": normalised_std(std, totals.last["z"].shape[1]), "lr": totals.last["lr"],
+              "epoch_seconds": round(totals.seconds, 2),
+              "images_per_s": round(totals.steps * cfg.optim.batch_size / totals.seconds, 1),
+              **peak_memory(run.device)}
+    all_skipped = dist.all_gather_objects(totals.skipped)  # collective: every rank calls it, skipped or not
+    if all_skipped:
+        record["skipped_images"] = len(all_skipped)
+        run.log.warn(f"epoch {epoch + 1}: skipped {len(all_skipped)} unreadable image(s), e.g. {all_skipped[:3]}")
+    is_last = epoch + 1 == cfg.optim.epochs
+    if run.knn is not None and ((epoch + 1) % cfg.monitor.every == 0 or is_last):
+        record.update(run.knn(run.method.backbone))
+    return record
+
+
+def _checkpoint(run: _Run, epochs_done: int) -> None:
+    if dist.is_main():
+        ckpt_io.save_atomic(ckpt_io.make_checkpoint(model=run.method, optimizer=run.optimizer, epoch=epochs_done,
+                                                    step=run.step, config=run.cfg.to_dict()),
+                            run.run_dir / "checkpoint.pt")
+    dist.barrier()
+
+
+def _epoch_line(r: dict, cfg: Config) -> str:
+    knn = f"  kNN {r['knn_acc']:.2f}%" if "knn_acc" in r else ""
+    return (f"epoch {r['epochs_done']}/{cfg.optim.epochs}  loss {r['loss']:.4f}  std*sqrt(d) {r['z_std_sqrt_d']:.3f}"
+            f"{knn}  {r['images_per_s']:.0f} img/s  {r['epoch_seconds']:.0f}s")
+
+
+def _last_epoch_record(run_dir: Path) -> dict:
+    epochs = [r for r in read_metrics(run_dir) if r.get("kind") == "epoch"]
+    return epochs[-1] if epochs else {}
+
+
+def _diverged(run: _Run, epoch: int, step: int, value: float):
+    run.log.write({"kind": "diverged", "epoch": epoch, "step": step, "loss": value})
+    raise TrainingDiverged(
+        f"the loss became {value} at step {step} (epoch {epoch + 1}); training stopped. The last good "
+        f"checkpoint in {run.run_dir} is intact -- lower optim.base_lr or add optim.warmup_epochs, then start anew "
+        "(resuming would replay the same steps)")
