@@ -70,6 +70,7 @@ def write_outputs(run_dir: Path, cfg: Config, result) -> None:
         f"- data: {cfg.data.dataset}, backbone {cfg.model.backbone} (width {cfg.model.width}), "
         f"batch {cfg.optim.batch_size}, base lr {cfg.optim.base_lr}, {cfg.optim.epochs} epochs planned, "
         f"{result.epochs_done} done" + (f" (stopped: {result.stopped_early})" if result.stopped_early else ""),
+        *([f"- images: {result.images}"] if result.images else []),
         f"- total training time: {sum(r.get('epoch_seconds', 0) for r in epochs):.0f} s (monitors excluded)",
         "",
         "| epoch | loss | std x sqrt(d) | kNN acc (%) | img/s |",

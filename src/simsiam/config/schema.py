@@ -23,8 +23,8 @@ class DataConfig:
     dataset: str = "fmnist"  # a key of simsiam.data.DATASETS
     data_dir: Optional[str] = None  # where the dataset lives (searched before built-in places)
     eval_split: str = "test"  # labelled held-out split for the kNN monitor ("" disables it)
-    train_limit: int = 0  # use only the first N training images (0: all); for quick runs
-    eval_limit: int = 0  # use only the first N held-out images (0: all)
+    train_limit: int = 0  # use N training images, a class-stratified random subset (seed 0); 0: all
+    eval_limit: int = 0  # use N held-out images, chosen the same way; 0: all
     image_size: int = 0  # crop size of a view; 0: the dataset's native size
     pipeline: str = "auto"  # "batched" (tensor ops on whole batches), "per_image" (PIL), "auto"
     num_workers: int = -1  # DataLoader workers for the per-image pipeline; -1: chosen from the machine

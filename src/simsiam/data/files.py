@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 from PIL import Image
 from torch.utils.data import Dataset
@@ -64,6 +64,8 @@ class ImageFiles(Dataset):
     returns (PIL image in mode "L" or "RGB", label) and raises
     ``UnreadableImage`` when the file cannot be fully decoded.
     """
+
+    subset_of: Optional[dict] = None  # set by data.subset: {"images": size before, "seed": ...}
 
     def __init__(
         self,

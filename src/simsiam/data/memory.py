@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -34,6 +34,8 @@ class InMemoryImages(Dataset):
     yields PIL images for the per-image (torchvision transforms) pipeline.
     ``labels`` is an int64 tensor with -1 marking unlabelled images.
     """
+
+    subset_of: Optional[dict] = None  # set by data.subset: {"images": size before, "seed": ...}
 
     def __init__(
         self,

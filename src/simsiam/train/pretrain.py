@@ -22,7 +22,7 @@ from ..artifacts.runlog import RunLog, read_metrics
 from ..config import Config, from_dict
 from ..data import load_dataset
 from ..data.loaders import build_train_loader, local_batch_size
-from ..data.subset import subset
+from ..data.subset import describe, subset
 from ..eval.monitor import KnnMonitor, is_collapsed, normalised_std
 from ..methods import build_method
 from ..methods.base import Method
@@ -45,6 +45,7 @@ class RunResult:
     epochs_done: int
     final: dict = field(default_factory=dict)  # the last epoch's metrics record
     stopped_early: str = ""  # why the run stopped before its last epoch ("" when it did not)
+    images: str = ""  # the training and evaluation images, subsets named with their seed
 
 
 @dataclass
@@ -60,6 +61,7 @@ class _Run:
     loader: object
     train_step: TrainStep
     knn: Optional[KnnMonitor]
+    images: str  # what the run trains and evaluates on (RunResult.images)
     start_epoch: int = 0
     step: int = 0  # optimiser steps taken so far
 
@@ -101,12 +103,13 @@ def _set_up(cfg: Config, resume: bool) -> _Run:
     if eval_set is not None:
         knn = KnnMonitor(train_set, eval_set, k=cfg.monitor.knn_k, t=cfg.monitor.knn_t, device=device,
                          image_size=cfg.data.image_size, channels_last=cfg.run.channels_last)
-    run = _Run(cfg, device, run_dir, log, method, optimizer, loader, train_step, knn)
+    images = f"train {describe(train_set)}" + (f", kNN queries {describe(eval_set)}" if eval_set is not None else "")
+    run = _Run(cfg, device, run_dir, log, method, optimizer, loader, train_step, knn, images)
     if saved is not None:
         _restore(run, saved)
     elif dist.is_main():
         log.info(f"run {run_dir}: {cfg.method}, {cfg.model.backbone} (width {cfg.model.width}), "
-                 f"{len(train_set)} images, batch {cfg.optim.batch_size}, lr {train_step.schedule.peak_lr:.4g}, "
+                 f"{describe(train_set)}, batch {cfg.optim.batch_size}, lr {train_step.schedule.peak_lr:.4g}, "
                  f"{cfg.optim.epochs} epochs x {len(loader)} steps, device {device}, "
                  f"{type(loader).__name__}, {dist.world_size()} process(es)")
     return run
@@ -166,7 +169,7 @@ def _restore(run: _Run, saved: dict) -> None:
 
 def _train_epochs(run: _Run) -> RunResult:
     cfg = run.cfg
-    result = RunResult(run_dir=run.run_dir, epochs_done=run.start_epoch)
+    result = RunResult(run_dir=run.run_dir, epochs_done=run.start_epoch, images=run.images)
     record: dict = {}
     for epoch in range(run.start_epoch, cfg.optim.epochs):
         run.method.train()
