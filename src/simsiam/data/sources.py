@@ -26,6 +26,7 @@ from .files import (
 from .idx import read_idx
 from .memory import InMemoryImages
 from .search import candidate_dirs, check_split, find_files, not_found, require_dir
+from .tinyimagenet import load_tinyimagenet
 
 # ---------------------------------------------------------------------------- Fashion-MNIST
 
@@ -314,6 +315,7 @@ DATASETS: dict[str, Callable[[str, Optional[str]], Dataset]] = {
     "digits": load_digits,
     "imagefolder": load_imagefolder,
     "folder": load_folder,
+    "tinyimagenet": load_tinyimagenet,
 }
 
 
