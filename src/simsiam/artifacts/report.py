@@ -47,6 +47,12 @@ def plot_curves(runs: Sequence[tuple[str, list[dict]]], path: Path, title: str =
         ax.set_title(label)
         ax.grid(alpha=0.3)
     axes[1].axhline(0, color="grey", lw=0.8)
+    if len(runs) == 1:  # the baselines a run recorded at its end, as reference lines on the kNN panel
+        for r in (r for r in runs[0][1] if r.get("kind") == "baselines"):
+            for key, style in (("raw_pixels", ":"), ("random_init", "--")):
+                if key in r:
+                    axes[2].axhline(r[key], color="grey", ls=style, lw=1, label=key.replace("_", " "))
+            axes[2].legend(fontsize=8)
     if len(runs) > 1:
         axes[2].legend(fontsize=8)
     if title:
@@ -79,5 +85,9 @@ def write_outputs(run_dir: Path, cfg: Config, result) -> None:
     for r in epochs:
         knn = f"{r['knn_acc']:.2f}" if "knn_acc" in r else ""
         lines.append(f"| {r['epochs_done']} | {r['loss']:.4f} | {r['z_std_sqrt_d']:.3f} | {knn} | {r['images_per_s']:.0f} |")
+    for r in (r for r in records if r.get("kind") == "baselines"):
+        lines += ["", f"Baselines under the same kNN protocol (k={r['k']}, T={r['t']}): "
+                  + ", ".join(f"{key.replace('_', ' ')} {r[key]:.2f}%" for key in ("raw_pixels", "standardised_pixels",
+                                                                                 "random_init") if key in r) + "."]
     lines += ["", "![curves](curves.png)", "", "The full config is in `config.json`; every record in `metrics.jsonl`."]
     (run_dir / "report.md").write_text("\n".join(lines) + "\n")

@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 def _baselines(args: argparse.Namespace) -> dict:
     from ..artifacts.checkpoint import load
     from ..config import from_dict
-    from ..eval.baselines import baseline_knn
+    from ..eval.baselines import NAMES, cached_baseline_knn
 
     cfg = from_dict(load(args.checkpoint)["config"])
     if args.dataset:
@@ -58,10 +58,8 @@ def _baselines(args: argparse.Namespace) -> dict:
     cfg.data.train_limit = cfg.data.eval_limit = 0
     cfg.data.eval_split = args.split
     k, t = args.k[0], args.t[0]
-    base = baseline_knn(cfg, k=k, t=t, device=args.device)
-    names = {"raw_pixels": "raw pixels in [0, 1]", "standardised_pixels": "standardised pixels",
-             "random_init": "same network, random init"}
+    base = cached_baseline_knn(cfg, k=k, t=t, device=args.device)
     print(f"baselines, k={k}, T={t}:")
     for key, acc in base.items():
-        print(f"  {names[key]:28s} {acc:.2f}%")
+        print(f"  {NAMES[key]:28s} {acc:.2f}%")
     return base

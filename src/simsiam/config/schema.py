@@ -118,6 +118,7 @@ class MonitorConfig:
     every: int = 1  # epochs between monitor evaluations (the last epoch is always evaluated)
     knn_k: int = 200
     knn_t: float = 0.1
+    baselines: bool = True  # at the end: raw-pixel and random-init kNN on the same data (cached per dataset)
     collapse_threshold: float = 0.1  # warn when std(z/||z||) * sqrt(d) falls below this
     stop_on_collapse: bool = False
 

@@ -23,6 +23,7 @@ from ..config import Config, from_dict
 from ..data import load_dataset
 from ..data.loaders import build_train_loader, local_batch_size
 from ..data.subset import describe, subset
+from ..eval.baselines import cached_baseline_knn, verdict
 from ..eval.monitor import KnnMonitor, is_collapsed, normalised_std
 from ..methods import build_method
 from ..methods.base import Method
@@ -74,6 +75,7 @@ def pretrain(cfg: Config, resume: bool = False) -> RunResult:
     """
     run = _set_up(cfg, resume)
     result = _train_epochs(run)
+    _compare_with_baselines(run, result)
     if dist.is_main():
         write_outputs(run.run_dir, run.cfg, result)
     return result
@@ -246,6 +248,18 @@ def _epoch_record(run: _Run, epoch: int, totals: EpochTotals) -> dict:
     if run.knn is not None and ((epoch + 1) % cfg.monitor.every == 0 or is_last):
         record.update(run.knn(run.method.backbone))
     return record
+
+
+def _compare_with_baselines(run: _Run, result: RunResult) -> None:
+    """Raw pixels and the random-init network under the same kNN protocol (cached per dataset):
+    recorded, reported, and said plainly when the representation is below the pixels."""
+    cfg = run.cfg
+    if run.knn is None or not cfg.monitor.baselines or "knn_acc" not in result.final:
+        return
+    base = cached_baseline_knn(cfg, k=cfg.monitor.knn_k, t=cfg.monitor.knn_t, device=str(run.device))
+    result.final["baselines"] = base
+    run.log.write({"kind": "baselines", "k": cfg.monitor.knn_k, "t": cfg.monitor.knn_t, **base})
+    run.log.info(verdict(result.final["knn_acc"], base))
 
 
 def _checkpoint(run: _Run, epochs_done: int) -> None:
