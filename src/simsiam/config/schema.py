@@ -28,6 +28,11 @@ class DataConfig:
     image_size: int = 0  # crop size of a view; 0: the dataset's native size
     pipeline: str = "auto"  # "batched" (tensor ops on whole batches), "per_image" (PIL), "auto"
     num_workers: int = -1  # DataLoader workers for the per-image pipeline; -1: chosen from the machine
+    # Image folders decoded once into a memory-mapped uint8 array (data/cache.py), for the batched pipeline:
+    cache: bool = True  # off: read the files every epoch (per-image pipeline)
+    cache_dir: str = ""  # "": $SIMSIAM_CACHE_DIR/images, else ~/.cache/simsiam/images
+    cache_side: int = 0  # stored side in pixels; 0: data.image_size
+    cache_max_gb: float = 16.0  # a folder larger than this decoded stays on the per-image pipeline
 
 
 @dataclass

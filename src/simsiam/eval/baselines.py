@@ -11,7 +11,6 @@ import dataclasses
 import hashlib
 import json
 import os
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +19,7 @@ from ..artifacts.checkpoint import write_atomic
 from ..augment import normalize_batch
 from ..config import Config
 from ..data import InMemoryImages, load_dataset
+from ..data.cache import cache_root, decoded_if_configured
 from ..data.subset import subset
 from ..methods import build_method
 from ..parallel import distributed as dist
@@ -69,8 +69,9 @@ def baseline_knn(cfg: Config, *, k: int = 200, t: float = 0.1, device: str = "cp
     seed, on ``cfg``'s dataset (train split as bank, eval split as queries, subsets as ``cfg`` says)."""
     cfg = resolve(cfg)
     d = cfg.data
-    bank_set = subset(load_dataset(d.dataset, "train", d.data_dir), d.train_limit)
-    query_set = subset(load_dataset(d.dataset, d.eval_split or "test", d.data_dir), d.eval_limit)
+    bank_set = decoded_if_configured(subset(load_dataset(d.dataset, "train", d.data_dir), d.train_limit), d)
+    query_set = decoded_if_configured(subset(load_dataset(d.dataset, d.eval_split or "test", d.data_dir),
+                                             d.eval_limit), d)
     num_classes = max(bank_set.num_classes, query_set.num_classes)
     kw = dict(device=torch.device(device), image_size=d.image_size)
     out: dict[str, float] = {}
@@ -92,16 +93,11 @@ def baseline_knn(cfg: Config, *, k: int = 200, t: float = 0.1, device: str = "cp
     return out
 
 
-def cache_dir() -> Path:
-    """Where derived data are kept between runs: ``$SIMSIAM_CACHE_DIR``, else ``~/.cache/simsiam``."""
-    return Path(os.environ.get("SIMSIAM_CACHE_DIR") or Path.home() / ".cache" / "simsiam")
-
-
 def _cache_key(cfg: Config, k: int, t: float) -> str:
     d = cfg.data
     what = {"dataset": d.dataset, "data_dir": os.path.abspath(os.path.expanduser(d.data_dir)) if d.data_dir else "",
             "eval_split": d.eval_split or "test", "train_limit": d.train_limit, "eval_limit": d.eval_limit,
-            "image_size": d.image_size, "k": k, "t": t, "seed": cfg.run.seed, "method": cfg.method,
+            "image_size": d.image_size, "cache": [d.cache, d.cache_side, d.pipeline], "k": k, "t": t, "seed": cfg.run.seed, "method": cfg.method,
             "model": dataclasses.asdict(cfg.model), "version": 1}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:24]
 
@@ -110,7 +106,7 @@ def cached_baseline_knn(cfg: Config, *, k: int = 200, t: float = 0.1, device: st
     """:func:`baseline_knn`, read from the cache when this dataset, subset, network and protocol have
     been measured before (a changed file under ``data_dir`` is not detected: delete the cache)."""
     cfg = resolve(cfg)
-    path = cache_dir() / "baselines" / f"{cfg.data.dataset}-{_cache_key(cfg, k, t)}.json"
+    path = cache_root() / "baselines" / f"{cfg.data.dataset}-{_cache_key(cfg, k, t)}.json"
     cached = None
     if dist.is_main():
         try:

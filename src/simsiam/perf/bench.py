@@ -36,6 +36,7 @@ import torch
 
 from ..config import Config
 from ..data import InMemoryImages, load_dataset
+from ..data.cache import decoded_if_configured
 from ..data.loaders import PerImageViewLoader, build_train_loader
 from ..data.subset import subset
 from ..methods import build_method
@@ -76,11 +77,15 @@ def synthetic_dataset(cfg: Config, num_images: int, seed: int = 0) -> InMemoryIm
     return InMemoryImages(images, labels, f"synthetic-{cfg.data.dataset}", 10, (0.5,) * channels, (0.25,) * channels)
 
 
-def _load_train_set(cfg: Config, opts: BenchOptions):
+def _load_train_sets(cfg: Config, opts: BenchOptions):
+    """(ours, reference): the same images, ours decoded into the cache when the config says so, the
+    reference as the files themselves (the per-image pipeline decodes them every epoch)."""
     needed = cfg.optim.batch_size * (opts.warmup + opts.steps)
     if opts.synthetic:
-        return synthetic_dataset(cfg, max(needed, cfg.optim.batch_size), cfg.run.seed)
-    return subset(load_dataset(cfg.data.dataset, "train", cfg.data.data_dir), cfg.data.train_limit)
+        data = synthetic_dataset(cfg, max(needed, cfg.optim.batch_size), cfg.run.seed)
+        return data, data
+    files = subset(load_dataset(cfg.data.dataset, "train", cfg.data.data_dir), cfg.data.train_limit)
+    return decoded_if_configured(files, cfg.data), files
 
 
 def _batches(loader, first_epoch: int, method: Optional[Method] = None) -> Iterator[dict]:
@@ -218,11 +223,11 @@ def run_bench(cfg: Config, opts: BenchOptions, warn: Callable[[str], None] = pri
     ref_cfg = reference_config(cfg)
     load_before = os.getloadavg()
 
-    train_set = _load_train_set(cfg, opts)
+    train_set, ref_set = _load_train_sets(cfg, opts)
     channels = train_set.channels
     size = cfg.data.image_size or train_set.image_size
     ours_loader = build_train_loader(train_set, cfg, 2, device)
-    ref_loader = PerImageViewLoader(train_set, ref_cfg, 2, device)
+    ref_loader = PerImageViewLoader(ref_set, ref_cfg, 2, device)
     ours, ref = (Trainer(c, channels, device, warn, len(ours_loader)) for c in (cfg, ref_cfg))
     if ours.method.num_views != 2:
         raise ValueError(f"bench measures two-view methods; {cfg.method} with loss.symmetry={cfg.loss.symmetry} "

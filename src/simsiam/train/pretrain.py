@@ -21,6 +21,7 @@ from ..artifacts.report import git_commit, write_outputs
 from ..artifacts.runlog import RunLog, read_metrics
 from ..config import Config, from_dict
 from ..data import load_dataset
+from ..data.cache import decoded_if_configured
 from ..data.loaders import build_train_loader, local_batch_size
 from ..data.subset import describe, subset
 from ..eval.baselines import cached_baseline_knn, verdict
@@ -96,7 +97,7 @@ def _set_up(cfg: Config, resume: bool) -> _Run:
 
     run_dir = _prepare_run_dir(cfg, resume)
     log = RunLog(run_dir, quiet=cfg.run.quiet)
-    train_set, eval_set = _load_data(cfg)
+    train_set, eval_set = _load_data(cfg, log)
     method = build_method(cfg, train_set.channels).to(device)
     optimizer = build_optimizer(method.param_groups(), cfg.optim)
     loader = build_train_loader(train_set, cfg, method.num_views, device)
@@ -147,10 +148,13 @@ def _prepare_run_dir(cfg: Config, resume: bool) -> Path:
     return run_dir
 
 
-def _load_data(cfg: Config):
+def _load_data(cfg: Config, log: RunLog):
     d = cfg.data
-    train_set = subset(load_dataset(d.dataset, "train", d.data_dir), d.train_limit)
-    eval_set = subset(load_dataset(d.dataset, d.eval_split, d.data_dir), d.eval_limit) if d.eval_split else None
+    train_set = decoded_if_configured(subset(load_dataset(d.dataset, "train", d.data_dir), d.train_limit), d, log.info)
+    eval_set = None
+    if d.eval_split:
+        eval_set = decoded_if_configured(subset(load_dataset(d.dataset, d.eval_split, d.data_dir), d.eval_limit), d,
+                                         log.info)
     return train_set, eval_set
 
 

@@ -1,0 +1,145 @@
+"""A folder of image files decoded once into one uint8 array, memory-mapped on later runs.
+
+Decoding JPEGs is the per-image pipeline's cost: it takes a core from the model on a small
+machine. Decoded once -- in parallel, with a progress bar -- into ``(N, C, S, S)`` uint8, a folder
+becomes an :class:`InMemoryImages` and trains on the batched tensor pipeline like CIFAR.
+
+Storage resolution: every image's shorter side is resized to ``S`` and the central ``S x S``
+square kept, ``S = data.image_size`` (or ``data.cache_side``). What that changes:
+
+* non-square images lose the ends of their longer side (as the evaluation's centre crop does);
+  RandomResizedCrop then picks its crops inside the square, not the whole photo;
+* a crop of area fraction ``s`` has ``sqrt(s) * S`` stored pixels a side before it is resized to
+  ``image_size``: small crops of large photos are upsampled from fewer pixels than the file had.
+  A larger ``data.cache_side`` buys that detail back at ``(side / image_size)^2`` the disk.
+* evaluation on a cached folder sees the whole stored square (no 224/256 margin).
+
+The cache is keyed by the file list, their sizes and modification times, ``S`` and the channel
+count: a changed folder builds a new one. It is written to a temporary file and renamed, images
+first and the index (``.json``) last, so a crash or a second run starting at once never leaves a
+half cache that looks complete. Unreadable files are reported by path and left out.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+import torch
+import torchvision.transforms.functional as TF
+from tqdm import tqdm
+
+from ..config import DataConfig
+from .errors import UnreadableImage
+from .files import ImageFiles, _decode
+from .memory import InMemoryImages
+
+
+def cache_root() -> Path:
+    """Where derived data are kept between runs: ``$SIMSIAM_CACHE_DIR``, else ``~/.cache/simsiam``."""
+    return Path(os.environ.get("SIMSIAM_CACHE_DIR") or Path.home() / ".cache" / "simsiam")
+
+
+def decoded_if_configured(dataset, d: DataConfig, log: Callable[[str], None] = print):
+    """The dataset the run should use: a files dataset decoded into the cache when ``data.cache`` is on,
+    an image size is set and the pipeline is not the per-image reference; else ``dataset`` itself."""
+    if not (d.cache and isinstance(dataset, ImageFiles) and d.image_size and d.pipeline != "per_image"):
+        return dataset
+    root = Path(os.path.expanduser(d.cache_dir)) if d.cache_dir else cache_root() / "images"
+    return cached(dataset, d.cache_side or d.image_size, root, max_bytes=d.cache_max_gb * 2**30, log=log) or dataset
+
+
+def cache_key(dataset: ImageFiles, side: int) -> str:
+    """Changes with any file added, removed, rewritten or touched, and with the storage resolution."""
+    h = hashlib.sha256(f"{side}:{dataset.channels}:v1".encode())
+    for path, label in zip(dataset.paths, dataset.labels):
+        st = os.stat(path)
+        h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0{label}\n".encode())
+    return h.hexdigest()[:24]
+
+
+def _decode_one(job: tuple[str, int, int]) -> tuple[Optional[np.ndarray], str]:
+    path, side, channels = job
+    try:
+        img = _decode(path, "L" if channels == 1 else "RGB")
+    except UnreadableImage as err:
+        return None, str(err)
+    img = TF.center_crop(TF.resize(img, side), [side, side])
+    pixels = np.asarray(img, dtype=np.uint8)
+    return (pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)), ""
+
+
+def build(dataset: ImageFiles, side: int, images_path: Path, workers: int, progress: bool = True) -> dict:
+    """Decode every file into ``images_path`` (a .npy written through a temporary file); returns the
+    index: labels and paths of the images kept, and the unreadable ones with why."""
+    n, c = len(dataset), dataset.channels
+    fd, tmp = tempfile.mkstemp(dir=images_path.parent, prefix=f".{images_path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, c, side, side))
+        kept, unreadable = [], []
+        jobs = [(p, side, c) for p in dataset.paths]
+        bar = tqdm(total=n, desc=f"decoding {dataset.name} at {side}px", unit="img", disable=not progress)
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            for i, (pixels, why) in enumerate(pool.map(_decode_one, jobs, chunksize=64)):
+                if pixels is None:
+                    unreadable.append(why)
+                else:
+                    out[len(kept)] = pixels
+                    kept.append(i)
+                bar.update()
+        bar.close()
+        out.flush()
+        del out
+        if len(kept) < n:  # rewrite without the gaps the unreadable files left at the end
+            full = np.load(tmp, mmap_mode="r")
+            np.save(tmp + ".kept.npy", full[:len(kept)])
+            del full
+            os.replace(tmp + ".kept.npy", tmp)
+        os.replace(tmp, images_path)
+    except BaseException:
+        for leftover in (tmp, tmp + ".kept.npy"):
+            if os.path.exists(leftover):
+                os.unlink(leftover)
+        raise
+    return {"labels": [dataset.labels[i] for i in kept], "paths": [dataset.paths[i] for i in kept],
+            "unreadable": unreadable, "side": side}
+
+
+def cached(dataset: ImageFiles, side: int, cache_dir: Path, *, max_bytes: float = 16e9,
+           log: Callable[[str], None] = print, workers: int = 0) -> Optional[InMemoryImages]:
+    """``dataset`` decoded at ``side`` as an :class:`InMemoryImages` memory-mapped from the cache
+    (built first when needed), or None when it would take more than ``max_bytes``."""
+    size = len(dataset) * dataset.channels * side * side
+    if size > max_bytes:
+        log(f"not caching {dataset.name}: {size / 2**30:.1f} GiB decoded is over data.cache_max_gb "
+            f"({max_bytes / 2**30:.1f}); training reads the files (per-image pipeline)")
+        return None
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    stem = cache_dir / f"{dataset.name}-{len(dataset)}-{side}px-{cache_key(dataset, side)}"
+    images_path, index_path = Path(f"{stem}.npy"), Path(f"{stem}.json")
+    if not index_path.is_file():
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        log(f"decoding {len(dataset)} images of {dataset.name} once into {images_path} ({size / 2**20:.0f} MiB)")
+        index = build(dataset, side, images_path, workers or cores)
+        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{index_path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(index, fh)
+        os.replace(tmp, index_path)  # last: its presence says the images file is complete
+        if index["unreadable"]:
+            log(f"left out {len(index['unreadable'])} unreadable image(s), e.g. {index['unreadable'][:3]}")
+    index = json.loads(index_path.read_text())
+    # Copy-on-write mapping: pages are read on demand and shared between runs; nothing writes back.
+    images = torch.from_numpy(np.load(images_path, mmap_mode="c"))
+    log(f"{dataset.name}: {len(images)} images decoded at {side}px, memory-mapped from {images_path} "
+        f"({images_path.stat().st_size / 2**20:.0f} MiB)")
+    out = InMemoryImages(images, index["labels"], dataset.name, dataset.num_classes, dataset.mean, dataset.std)
+    out.classes = dataset.classes
+    out.paths = index["paths"]
+    out.subset_of = dataset.subset_of
+    return out
