@@ -76,3 +76,33 @@ def test_flop_count_is_forward_plus_twice_forward_for_backward():
         method.training_step(views)
     forward = counter.get_total_flops() / 16
     assert 2.5 * forward < total <= 3.0 * forward
+
+
+class _SettlingTrainer:
+    """A step that is slow for its first ``slow`` calls (kernel choice), then steady."""
+
+    def __init__(self, slow: int):
+        self.calls, self.slow = 0, slow
+
+    def step(self, views):
+        self.calls += 1
+        import time
+
+        time.sleep(0.06 if self.calls <= self.slow else 0.015)
+
+
+def test_warm_up_goes_on_until_the_step_time_is_stable():
+    from simsiam.perf.bench import MAX_WARMUP, BenchOptions, warm_up
+
+    # Two slow first calls: the window holding them is not stable, so warm-up outlasts its minimum of
+    # two windows (6 rounds) by at least one round.
+    rounds = warm_up([_SettlingTrainer(slow=2)], None, BenchOptions(warmup=1), torch.device("cpu"))
+    assert 7 <= rounds <= MAX_WARMUP
+    assert 6 <= warm_up([_SettlingTrainer(slow=0)], None, BenchOptions(warmup=1), torch.device("cpu")) <= MAX_WARMUP
+    assert warm_up([_SettlingTrainer(slow=0)], None, BenchOptions(warmup=10), torch.device("cpu")) >= 10
+
+
+def test_the_bench_says_when_the_load_moved():
+    from simsiam.perf.bench import load_moved
+
+    assert load_moved((1.0, 1.0, 1.0), (2.1, 1.3, 1.1)) and not load_moved((1.0, 1.0, 1.0), (1.2, 1.0, 1.0))

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fixtures_data import write_truncated_jpeg
 from PIL import Image
 
 import simsiam.data.cache as cache
@@ -14,8 +15,6 @@ from simsiam import apply_overrides, get_preset
 from simsiam.data import InMemoryImages, load_dataset
 from simsiam.data.cache import cached, decoded_if_configured
 from simsiam.data.loaders import BatchedViewLoader, build_train_loader
-
-from fixtures_data import write_truncated_jpeg
 
 
 def _folder(root: Path) -> Path:

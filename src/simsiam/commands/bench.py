@@ -114,6 +114,8 @@ def format_table(r: dict) -> str:
         f"peak memory: RSS {mem['peak_rss_mb']:.0f} MiB (a DataLoader worker {mem['peak_rss_workers_mb']:.0f} MiB)"
         + (f", CUDA {mem['peak_cuda_mb']:.0f} MiB allocated" if "peak_cuda_mb" in mem else ""),
         f"load average: {' '.join(f'{x:.2f}' for x in r['load_avg_before'])} before, "
-        f"{' '.join(f'{x:.2f}' for x in r['load_avg_after'])} after ({r['cpu_cores']} cores)",
+        f"{' '.join(f'{x:.2f}' for x in r['load_avg_after'])} after ({r['cpu_cores']} cores)"
+        + (" -- THE LOAD MOVED during the measurement: other processes shared the cores; re-run on a quiet "
+           "machine before trusting the figures" if r.get("load_moved") else ""),
     ]
     return "\n".join(lines)

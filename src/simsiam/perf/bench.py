@@ -62,6 +62,7 @@ class BenchOptions:
     synthetic: bool = False  # random uint8 images of the dataset's shape instead of the dataset
     threads: int = 0  # torch intra-op threads; 0: torch's default
     matmul_size: int = 0  # side of the peak probe's square matmul; 0: 2048 on CPU, 8192 on a GPU
+    warmup_taken: int = 0  # set by the run: warm-up rounds of the step timing until it was stable
 
 
 # ---------------------------------------------------------------------------------------- data
@@ -145,12 +146,32 @@ def time_pipeline(loader, opts: BenchOptions, device: torch.device, channels_las
     return images / (time.perf_counter() - t0)
 
 
-def time_steps(trainers: list[Trainer], views, opts: BenchOptions, device: torch.device) -> list[list[float]]:
-    """Seconds of each measured step of each trainer, the trainers taking turns step by step."""
-    for _ in range(opts.warmup):
+# Warm-up goes on until the step time settles: the median of the last STABLE_WINDOW rounds within
+# STABLE_TOLERANCE of the window before (oneDNN and cuDNN pick kernels over several first calls).
+STABLE_WINDOW, STABLE_TOLERANCE, MAX_WARMUP = 3, 0.05, 30
+
+
+def warm_up(trainers: list[Trainer], views, opts: BenchOptions, device: torch.device) -> int:
+    """At least ``opts.warmup`` untimed rounds, then more until the slowest trainer's step time is
+    stable (at most MAX_WARMUP rounds); returns the rounds taken."""
+    rounds: list[float] = []
+    while len(rounds) < MAX_WARMUP:
+        start = time.perf_counter()
         for t in trainers:
             t.step(views)
-    _sync(device)
+        _sync(device)
+        rounds.append(time.perf_counter() - start)
+        if len(rounds) >= max(opts.warmup, 2 * STABLE_WINDOW):
+            now = statistics.median(rounds[-STABLE_WINDOW:])
+            before = statistics.median(rounds[-2 * STABLE_WINDOW:-STABLE_WINDOW])
+            if abs(now - before) <= STABLE_TOLERANCE * before:
+                break
+    return len(rounds)
+
+
+def time_steps(trainers: list[Trainer], views, opts: BenchOptions, device: torch.device) -> list[list[float]]:
+    """Seconds of each measured step of each trainer, the trainers taking turns step by step."""
+    opts.warmup_taken = warm_up(trainers, views, opts, device) if opts.warmup else 0
     seconds: list[list[float]] = [[] for _ in trainers]
     for _ in range(opts.steps):
         for t, out in zip(trainers, seconds):
@@ -253,6 +274,8 @@ def run_bench(cfg: Config, opts: BenchOptions, warn: Callable[[str], None] = pri
     end_to_end = (time_end_to_end(ours_loader, ours, opts, device, epoch=1),
                   time_end_to_end(ref_loader, ref, opts, device, epoch=1))
 
+    load_after = os.getloadavg()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     flops = flops_per_image(cfg, channels, size, device)
     peaks = {k: max(peaks_before[k], peaks_after[k]) for k in peaks_before}
     ours_pipeline = "per_image" if isinstance(ours_loader, PerImageViewLoader) else "batched"
@@ -262,7 +285,7 @@ def run_bench(cfg: Config, opts: BenchOptions, warn: Callable[[str], None] = pri
         "preset": cfg.preset,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
-        "cpu_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "cpu_cores": cores,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "batch_size": cfg.optim.batch_size,
@@ -270,8 +293,10 @@ def run_bench(cfg: Config, opts: BenchOptions, warn: Callable[[str], None] = pri
         "dataset": {"name": train_set.name, "images": len(train_set), "synthetic": opts.synthetic},
         "steps": opts.steps,
         "warmup": opts.warmup,
+        "warmup_rounds_until_stable": opts.warmup_taken,
         "load_avg_before": [round(x, 2) for x in load_before],
-        "load_avg_after": [round(x, 2) for x in os.getloadavg()],
+        "load_avg_after": [round(x, 2) for x in load_after],
+        "load_moved": load_moved(load_before, load_after),
         "ours": {"pipeline": ours_pipeline, "workers": ours_workers, "channels_last": cfg.run.channels_last,
                  "amp": dtype_name(ours_dtype), "compile": ours.compile_state},
         "reference": {"pipeline": "per_image", "workers": ref_workers, "channels_last": False, "amp": "fp32",
@@ -286,6 +311,12 @@ def run_bench(cfg: Config, opts: BenchOptions, warn: Callable[[str], None] = pri
         "memory": _peak_memory(device),
         "config": cfg.to_dict(),
     }
+
+
+def load_moved(before: tuple, after: tuple) -> bool:
+    """Whether the load changed during the measurement by half a core or more (the 1-minute load
+    average: another process started or stopped beside the bench)."""
+    return abs(after[0] - before[0]) >= 0.5
 
 
 def _cpu_name() -> str:
