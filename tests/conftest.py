@@ -3,6 +3,10 @@ import os
 import pytest
 import torch
 
+# Precision pinned: run.amp=auto means fp32 on every CPU in the tests (and their subprocesses), so
+# that figures compared in tests do not depend on whether this CPU has native bf16.
+os.environ["SIMSIAM_CPU_AUTO_AMP"] = "off"
+
 # Two cores: keep each test process from oversubscribing them.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 

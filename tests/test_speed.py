@@ -67,8 +67,7 @@ def test_amp_choices():
     cpu = torch.device("cpu")
     assert speed.amp_dtype("off", cpu) is None
     assert speed.amp_dtype("bf16", cpu) is torch.bfloat16
-    native = speed.CPU_AUTO_BF16 and speed.cpu_bf16_is_native()
-    assert speed.amp_dtype("auto", cpu) is (torch.bfloat16 if native else None)
+    assert speed.amp_dtype("auto", cpu) is None  # the tests pin fp32 (conftest: SIMSIAM_CPU_AUTO_AMP=off)
     with pytest.raises(ValueError, match="run.amp"):
         speed.amp_dtype("fp8", cpu)
 
@@ -181,3 +180,14 @@ def test_epoch_sampler_splits_each_global_batch_between_ranks():
     again = copy.deepcopy(single)
     again.set_epoch(4)
     assert list(again) != whole
+
+
+@pytest.mark.parametrize("native, pinned, expected", [(True, False, "bf16"), (False, False, "off"),
+                                                      (True, True, "off")])
+def test_amp_auto_picks_bf16_on_cpus_with_native_bf16_only(monkeypatch, native, pinned, expected):
+    monkeypatch.setattr(speed, "cpu_bf16_is_native", lambda: native)
+    monkeypatch.setenv("SIMSIAM_CPU_AUTO_AMP", "off" if pinned else "")
+    chosen, why = speed.resolve_amp("auto", torch.device("cpu"))
+    assert chosen == expected and why.startswith("run.amp=auto")
+    assert ("native bf16 (" in why) == (expected == "bf16")
+    assert speed.resolve_amp("off", torch.device("cpu")) == ("off", "run.amp=off")

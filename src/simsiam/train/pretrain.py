@@ -32,6 +32,7 @@ from ..optim import build_optimizer
 from ..parallel import distributed as dist
 from ..resolve import resolve
 from ..seeding import seed_everything
+from . import speed
 from .loop import EpochTotals, run_epoch
 from .resources import peak_memory, reset_peak_memory
 from .step import LrSchedule, TrainStep
@@ -88,6 +89,7 @@ def _set_up(cfg: Config, resume: bool) -> _Run:
     saved = ckpt_io.load(Path(cfg.run.out_dir) / "checkpoint.pt") if resume else None
     cfg = resolve(_run_config(cfg, saved))
     device = dist.init(cfg.run.device)
+    cfg.run.amp, precision = speed.resolve_amp(cfg.run.amp, device)  # saved as chosen: a resume keeps it
     reset_peak_memory(device)  # this run's peak, not that of an earlier run in the same process
     git_commit()  # the commit the report will name: the code as it is now, when this process runs it
     local_batch_size(cfg.optim.batch_size)  # the global batch must split evenly: fail before any output
@@ -114,7 +116,7 @@ def _set_up(cfg: Config, resume: bool) -> _Run:
         log.info(f"run {run_dir}: {cfg.method}, {cfg.model.backbone} (width {cfg.model.width}), "
                  f"{describe(train_set)}, batch {cfg.optim.batch_size}, lr {train_step.schedule.peak_lr:.4g}, "
                  f"{cfg.optim.epochs} epochs x {len(loader)} steps, device {device}, "
-                 f"{type(loader).__name__}, {dist.world_size()} process(es)")
+                 f"{type(loader).__name__}, {dist.world_size()} process(es), precision {precision}")
     return run
 
 

@@ -8,6 +8,7 @@ rounding: bf16 autocast rounds matmul/conv inputs, channels_last only reorders m
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -26,19 +27,22 @@ def cpu_bf16_is_native() -> bool:
     return False
 
 
-# ``run.amp=auto`` on CPU. On this project's 2-core AMD EPYC (Zen 5, AVX512-BF16) bf16 autocast made
-# the step 1.5x (fmnist preset) and 1.8x (cifar10 preset) faster (docs/PERFORMANCE.md), yet ``auto``
-# keeps CPU runs in fp32: bf16 changes every CPU result, and on digits it flipped a reproduced claim
-# (tests/test_reproduce.py, stop-gradient: kNN 54.3% vs 56.0% instead of the fp32 ordering).
-# ``run.amp=bf16`` opts in; True here makes ``auto`` pick bf16 on CPUs with native bf16.
-CPU_AUTO_BF16 = False
+# ``run.amp=auto`` on CPU: bf16 autocast where the CPU computes bf16 natively. On the project's 2-core
+# AMD EPYC (Zen 5, AVX512-BF16) it made the step 1.5x (fmnist preset) and 1.8x (cifar10 preset) faster
+# (docs/PERFORMANCE.md); elsewhere oneDNN emulates bf16 through fp32 and autocast only adds casts, so
+# auto keeps fp32. bf16 rounds every result differently, so tests pin their precision: they set
+# SIMSIAM_CPU_AUTO_AMP=off (tests/conftest.py), which makes ``auto`` mean fp32 on every CPU.
+def cpu_auto_bf16() -> bool:
+    if os.environ.get("SIMSIAM_CPU_AUTO_AMP", "").lower() == "off":
+        return False
+    return cpu_bf16_is_native()
 
 
 def amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
     """The autocast dtype for ``run.amp`` on ``device``, or None for full fp32.
 
     ``auto``: bf16 on a CUDA device that supports it (fp32's exponent range, so no loss scaling);
-    on CPU fp32 (see :data:`CPU_AUTO_BF16`). ``bf16`` asks for it on any device.
+    on CPU bf16 where it is native (:func:`cpu_auto_bf16`), else fp32. ``bf16`` asks for it on any device.
     """
     if amp == "off":
         return None
@@ -48,9 +52,23 @@ def amp_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
         raise ValueError(f"run.amp={amp!r} is not valid; choose one of: auto, bf16, off")
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    if device.type == "cpu" and CPU_AUTO_BF16 and cpu_bf16_is_native():
+    if device.type == "cpu" and cpu_auto_bf16():
         return torch.bfloat16
     return None
+
+
+def resolve_amp(amp: str, device: torch.device) -> tuple[str, str]:
+    """``run.amp`` as the run will use it ("bf16" or "off", recorded in its config so that a resume
+    elsewhere keeps it) and why, for the run's first line."""
+    dtype = amp_dtype(amp, device)
+    chosen = "bf16" if dtype is torch.bfloat16 else "off"
+    if amp != "auto":
+        return chosen, f"run.amp={amp}"
+    if device.type == "cuda":
+        return chosen, "run.amp=auto: bf16 on this GPU" if dtype else "run.amp=auto: this GPU has no bf16"
+    why = ("this CPU has native bf16 (AVX512-BF16 or AMX)" if dtype else
+           "fp32, as this CPU has no native bf16" if not cpu_bf16_is_native() else "fp32 (SIMSIAM_CPU_AUTO_AMP=off)")
+    return chosen, f"run.amp=auto: {why}"
 
 
 def autocast(amp: str, device: torch.device):
