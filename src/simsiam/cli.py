@@ -51,9 +51,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     try:
         return int(args.run(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted; the last epoch's checkpoint is intact (resume with --resume)", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:  # a second stop signal (train/stop.py), or Ctrl-C outside training
+        print(f"simsiam {args.command}: {_interrupted_line(err)}", file=sys.stderr)
+        return getattr(err, "exit_code", 130)
     except UserFacingErrors as err:
         print(f"simsiam {args.command}: error: {_rank_prefix()}{err}", file=sys.stderr)
         return 2
@@ -61,6 +61,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .parallel.distributed import cleanup
 
         cleanup()  # under torchrun: release the process group the command started (no-op otherwise)
+
+
+def _interrupted_line(err: KeyboardInterrupt) -> str:
+    run_dir = getattr(err, "run_dir", None)
+    if run_dir is not None and (run_dir / "checkpoint.pt").exists():
+        return (f"interrupted before the step ended; the last checkpoint, {run_dir / 'checkpoint.pt'}, is intact "
+                f"(resume with --resume {run_dir})")
+    return "interrupted; no checkpoint was written"
 
 
 def _rank_prefix() -> str:

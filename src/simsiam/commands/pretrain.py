@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from .common import add_config_args, config_from_args
 
@@ -23,6 +24,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..parallel import distributed as dist
     from ..train.pretrain import pretrain
+    from ..train.stop import EXIT_STOPPED
 
     cfg = config_from_args(args)
     if args.stop_on_collapse:
@@ -31,6 +33,10 @@ def run(args: argparse.Namespace) -> int:
         cfg.run.out_dir = args.resume
         cfg.optim.epochs = args.epochs or 0  # 0: keep the run's own number of epochs
     result = pretrain(cfg, resume=bool(args.resume))
+    if result.stopped_early == "signal":
+        if dist.is_main():
+            print(result.stop_line, file=sys.stderr)
+        return EXIT_STOPPED
     final = result.final
     if final and dist.is_main():  # under torchrun every rank returns here; one line is enough
         knn = f", kNN accuracy {final['knn_acc']:.2f}%" if "knn_acc" in final else ""
