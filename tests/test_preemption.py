@@ -131,3 +131,45 @@ def test_periodic_checkpoints_keep_the_last_n(tmp_path, digits_cfg):
     kept = sorted(p.name for p in (tmp_path / "run").glob("checkpoint-step*.pt"))
     assert kept == ["checkpoint-step000000012.pt", "checkpoint-step000000015.pt"]
     assert ckpt_io.load(tmp_path / "run" / kept[0])["position"]["batches"] == 2  # step 12: epoch 3, batch 2
+
+
+# ------------------------------------------------------------------ two gloo processes
+def _distributed_worker(rank, port, straight, stopped):
+    """Straight through; then a SIGTERM reaching rank 1 alone after step 7; then resumed. Rank 0
+    must stop at the same step (or it would wait in DDP's all-reduce for rank 1 forever)."""
+    from test_distributed import _join
+
+    from simsiam.parallel import distributed as dist
+    from simsiam.train import stop as stop_module
+
+    _join(rank, port)
+    stop_module.POLL_EVERY = 2  # agree every 2 steps, so that the stop lands mid-epoch in this small run
+    pretrain(straight)
+    real_call = step_module.TrainStep.__call__
+
+    def call_then_signal(self, views, step):
+        out = real_call(self, views, step)
+        if rank == 1 and step + 1 == 7:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return out
+
+    step_module.TrainStep.__call__ = call_then_signal
+    try:
+        result = pretrain(stopped)
+    finally:
+        step_module.TrainStep.__call__ = real_call
+    assert result.stopped_early == "signal", (rank, result)
+    if rank == 0:
+        torch.save(ckpt_io.load(stopped.run.out_dir)["step"], os.path.join(stopped.run.out_dir, "..", "stopped_at.pt"))
+    pretrain(stopped, resume=True)
+    dist.cleanup()
+
+
+def test_two_processes_agree_on_the_stop_step_and_resume_bitwise(tmp_path, digits_cfg):
+    from test_distributed import _spawn
+
+    straight = _tiny(digits_cfg, tmp_path, "straight", run__device="cpu")
+    stopped = _tiny(digits_cfg, tmp_path, "stopped", run__device="cpu")
+    _spawn(_distributed_worker, straight, stopped)
+    assert torch.load(tmp_path / "stopped_at.pt", weights_only=True) == 8  # the first agreement after step 7 (epoch 2, batch 3)
+    _assert_same_weights(tmp_path / "straight", tmp_path / "stopped")
