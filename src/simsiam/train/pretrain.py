@@ -21,7 +21,7 @@ import torch
 from ..artifacts import checkpoint as ckpt_io
 from ..artifacts.report import git_commit, write_outputs
 from ..artifacts.runlog import RunLog, read_metrics
-from ..config import Config, from_dict
+from ..config import Config
 from ..data import load_dataset
 from ..data.loaders import build_train_loader, local_batch_size
 from ..data.subset import subset
@@ -34,6 +34,7 @@ from ..resolve import resolve
 from ..seeding import seed_everything
 from .loop import EpochTotals, run_epoch
 from .resources import peak_memory, reset_peak_memory
+from .resume import check_resume
 from .step import LrSchedule, TrainStep
 from .stop import Interrupted, Poll, StopRequest, resume_line
 
@@ -126,14 +127,11 @@ def _set_up(cfg: Config, resume: bool, stop: StopRequest) -> _Run:
 
 
 def _run_config(cfg: Config, saved: Optional[dict]) -> Config:
-    """The config to run: ``cfg``, or on resume the run's own recipe, where only the number of
-    epochs (a finished run may be extended) and where and how to show it may change."""
-    if saved is None:
-        return copy.deepcopy(cfg)
-    own = from_dict(saved["config"])
-    own.optim.epochs = max(cfg.optim.epochs, own.optim.epochs)
-    own.run.out_dir, own.run.quiet, own.run.device = cfg.run.out_dir, cfg.run.quiet, cfg.run.device
-    return own
+    """The config to run: ``cfg``; on resume it must be the run's own recipe, but for the settings
+    ``resume.CHANGEABLE_ON_RESUME`` lists (the epochs, where and how to show progress...)."""
+    if saved is not None:
+        check_resume(saved, cfg, Path(cfg.run.out_dir))
+    return copy.deepcopy(cfg)
 
 
 def _prepare_run_dir(cfg: Config, resume: bool) -> Path:
