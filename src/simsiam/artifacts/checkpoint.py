@@ -30,17 +30,43 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fh = _ErrorKeepingFile(os.fdopen(fd, "wb"))
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with fh.file:
             write(fh)
             fh.flush()
-            os.fsync(fh.fileno())
+            os.fsync(fh.file.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if fh.error is not None and not isinstance(err, OSError):
+            # torch.save reports a failed write (a full disk) as "unexpected pos ..."; the OSError
+            # beneath says what happened, and to which file.
+            raise OSError(fh.error.errno, fh.error.strerror, str(path)) from err
         raise
     return path
+
+
+class _ErrorKeepingFile:
+    """A binary file that remembers the first OSError its writes raised (see :func:`write_atomic`)."""
+
+    def __init__(self, file: BinaryIO):
+        self.file, self.error = file, None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def flush(self) -> None:
+        try:
+            self.file.flush()
+        except OSError as err:
+            self.error = self.error or err
+            raise
 
 
 def save_atomic(obj: dict, path: str | Path) -> Path:
