@@ -158,9 +158,18 @@ class PerImageViewLoader:
         # the same on every rank: one shared permutation
         self.sampler.set_epoch(epoch_seed(self.seed, epoch), start_batch)
         for batch in self.loader:
+            if dist.is_enabled() and _unusable_anywhere(batch["views"] is None):
+                batch["views"] = None  # every rank leaves this step out, or the others would wait in DDP for ever
             if batch["views"] is not None:
                 batch["views"] = tuple(v.to(self.device, non_blocking=True) for v in batch["views"])
             yield batch
+
+
+def _unusable_anywhere(unusable_here: bool) -> bool:
+    """Under torchrun: whether any rank's batch has no readable image. One all-reduce of one number
+    per step, for the per-image (files) pipeline only: the in-memory one has no unreadable images."""
+    flag = torch.tensor([float(unusable_here)], device=dist.collective_device())
+    return bool(dist.all_reduce_sum(flag).item())
 
 
 def build_train_loader(dataset, cfg: Config, num_views: int, device: torch.device):

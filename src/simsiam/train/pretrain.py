@@ -295,7 +295,9 @@ def _epoch_record(run: _Run, epoch: int, totals: EpochTotals) -> dict:
     images, and the kNN monitor when it is due."""
     cfg = run.cfg
     if totals.steps == 0:
-        raise RuntimeError(f"epoch {epoch + 1} had no usable batch: every image was unreadable")
+        examples = ", ".join(str(p) for p in dist.all_gather_objects(totals.skipped)[:2])
+        raise ValueError(f"epoch {epoch + 1} had no usable batch: every image was unreadable (e.g. {examples}); "
+                         f"check the files under data.data_dir={cfg.data.data_dir} (are they images? readable?)")
     loss = dist.all_reduce_mean(totals.loss_sum / totals.steps).item()
     if not math.isfinite(loss):
         _diverged(run, epoch, run.step, loss)
