@@ -40,10 +40,11 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        if fh.error is not None and not isinstance(err, OSError):
-            # torch.save reports a failed write (a full disk) as "unexpected pos ..."; the OSError
-            # beneath says what happened, and to which file.
-            raise OSError(fh.error.errno, fh.error.strerror, str(path)) from err
+        # torch.save reports a failed write (a full disk) as "unexpected pos ..."; the OSError
+        # beneath says what happened -- here with the file it happened to.
+        cause = fh.error if fh.error is not None else err
+        if isinstance(cause, OSError) and not cause.filename:
+            raise OSError(cause.errno, cause.strerror, str(path)) from err
         raise
     return path
 
