@@ -173,3 +173,38 @@ def test_two_processes_agree_on_the_stop_step_and_resume_bitwise(tmp_path, digit
     _spawn(_distributed_worker, straight, stopped)
     assert torch.load(tmp_path / "stopped_at.pt", weights_only=True) == 8  # the first agreement after step 7 (epoch 2, batch 3)
     _assert_same_weights(tmp_path / "straight", tmp_path / "stopped")
+
+
+def _unreadable_worker(rank, port, cfg):
+    """Rank 1's first local batch is wholly unreadable: both ranks must leave that step out together."""
+    from test_distributed import _join
+
+    from simsiam.data import loaders
+    from simsiam.parallel import distributed as dist
+
+    _join(rank, port)
+    real_item = loaders._MultiView.__getitem__
+    served = []
+
+    def unreadable_first_batch_on_rank_1(self, key):
+        served.append(key)
+        if rank == 1 and len(served) <= cfg.optim.batch_size // 2:
+            return f"unreadable-{key[1]}.png"  # what the dataset returns for a file it cannot decode
+        return real_item(self, key)
+
+    loaders._MultiView.__getitem__ = unreadable_first_batch_on_rank_1
+    result = pretrain(cfg)
+    assert result.epochs_done == 1 and ckpt_io.load(cfg.run.out_dir)["step"] == 4 if rank == 0 else True
+    dist.cleanup()
+
+
+def test_a_wholly_unreadable_batch_on_one_rank_does_not_hang_the_other(tmp_path, digits_cfg):
+    from test_distributed import _spawn
+
+    cfg = _tiny(digits_cfg, tmp_path, "run", run__device="cpu", data__pipeline="per_image", data__num_workers=0,
+                optim__epochs=1)
+    _spawn(_unreadable_worker, cfg)  # would wait for ever in DDP's all-reduce without the agreement
+    saved = ckpt_io.load(tmp_path / "run")
+    assert saved["step"] == 4  # 5 batches, the first left out by both ranks
+    records = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert [r["skipped_images"] for r in records if r["kind"] == "epoch"] == [64]
