@@ -15,6 +15,7 @@ to the step's gradient all-reduce. In one process the flag is read every step, a
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -52,8 +53,10 @@ class StopRequest:
         self.reason = ""  # "" until a stop is requested; then e.g. "SIGTERM"
         self._announce = announce or (lambda msg: print(msg, file=sys.stderr, flush=True))
         self._previous: dict = {}
+        self._pid = os.getpid()
 
     def __enter__(self) -> "StopRequest":
+        self._pid = os.getpid()
         if threading.current_thread() is threading.main_thread():
             for sig in STOP_SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._on_signal)
@@ -70,6 +73,8 @@ class StopRequest:
             self.reason = reason
 
     def _on_signal(self, signum: int, frame) -> None:
+        if os.getpid() != self._pid:
+            return  # a forked DataLoader worker (Ctrl-C reaches the whole process group): the main process decides
         name = signal.Signals(signum).name
         if self.reason:
             raise Interrupted(signum)
