@@ -129,8 +129,9 @@ def test_periodic_checkpoints_keep_the_last_n(tmp_path, digits_cfg):
     cfg = _tiny(digits_cfg, tmp_path, "run", run__checkpoint_every_steps=3, run__keep_checkpoints=2)
     pretrain(cfg)
     kept = sorted(p.name for p in (tmp_path / "run").glob("checkpoint-step*.pt"))
-    assert kept == ["checkpoint-step000000012.pt", "checkpoint-step000000015.pt"]
-    assert ckpt_io.load(tmp_path / "run" / kept[0])["position"]["batches"] == 2  # step 12: epoch 3, batch 2
+    # Checkpoints at steps 3, 5 (epoch end), 8, 10 (epoch end), 13, 15 (the end): 3 steps after the last.
+    assert kept == ["checkpoint-step000000013.pt", "checkpoint-step000000015.pt"]
+    assert ckpt_io.load(tmp_path / "run" / kept[0])["position"]["batches"] == 3  # step 13: epoch 3, batch 3
 
 
 # ------------------------------------------------------------------ two gloo processes

@@ -326,7 +326,7 @@ def _checkpoint(run: _Run, epochs_done: int, position: Optional[EpochTotals] = N
                                                     step=run.step, config=run.cfg.to_dict(), extra=extra),
                             run.run_dir / "checkpoint.pt")
         ckpt_io.keep_recent(run.run_dir / "checkpoint.pt", run.step, run.cfg.run.keep_checkpoints)
-    run.poll.saved()
+    run.poll.saved(run.step)
     dist.barrier()
 
 

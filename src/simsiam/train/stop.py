@@ -89,13 +89,15 @@ class Poll:
 
     def __init__(self, stop: StopRequest, every_steps: int = 0, every_minutes: float = 0.0):
         self.stop, self.every_steps, self.every_minutes = stop, every_steps, every_minutes
-        self._last_save = time.monotonic()
+        self._last_save, self._last_save_step = time.monotonic(), None
 
     def after_step(self, step: int) -> tuple[bool, bool]:
         """``(checkpoint, stop)`` after optimiser step ``step`` (counted from the run's start)."""
         if dist.is_enabled() and step % POLL_EVERY:
             return False, False  # the ranks agree at multiples of POLL_EVERY only
-        save_due = (self.every_steps > 0 and step % self.every_steps == 0) or (
+        if self._last_save_step is None:
+            self._last_save_step = step - 1  # the run's (or the resumed run's) start
+        save_due = (self.every_steps > 0 and step - self._last_save_step >= self.every_steps) or (
             self.every_minutes > 0 and time.monotonic() - self._last_save >= 60 * self.every_minutes)
         flags = self._agree([bool(self.stop.reason), save_due])
         stop, save = flags[0], flags[1]
@@ -110,8 +112,9 @@ class Poll:
             self.stop.request("a stop signal on another rank")
         return stop
 
-    def saved(self) -> None:
-        self._last_save = time.monotonic()
+    def saved(self, step: int) -> None:
+        """A checkpoint (of any kind) was written after ``step``: the periodic intervals restart."""
+        self._last_save, self._last_save_step = time.monotonic(), step
 
     @staticmethod
     def _agree(flags: list[bool]) -> list[bool]:
