@@ -73,6 +73,11 @@ def simsiam(*argv: str, preexec: Optional[Callable] = None) -> subprocess.Comple
 
 
 def last_line(proc) -> str:
+    """The error line when there is one (a few messages go on with indented detail lines, e.g. the
+    places a dataset was searched), else the last line printed."""
+    errors = [line for line in (proc.stderr or "").splitlines() if line.startswith("simsiam") and "error" in line]
+    if errors:
+        return errors[-1].strip()
     for stream in (proc.stderr, proc.stdout):
         lines = [line for line in (stream or "").splitlines() if line.strip()]
         if lines:
@@ -380,7 +385,7 @@ def _kill9_during_writes(t: Table, work: Path, tries: int = 6) -> None:
     t.add(Row(f"kill -9 at random moments of a run checkpointing every step ({tries} times), then --resume auto",
               short(["pretrain", *argv, "--resume", "auto"], work), proc.returncode, last_line(proc),
               f"{good}/{existed} kills after the first checkpoint left a loadable one; {leftovers} temporary files before the restart, "
-              f"{len(list(run.glob('.checkpoint.pt.*.tmp')))} after"))
+              f"{len(list(run.glob('.checkpoint.pt.*.tmp')))} after; " + same_weights(work / "straight", run)))
 
 
 def write_table(rows: list[Row], out: Path, commit: str) -> None:

@@ -22,6 +22,7 @@ _WHAT_TO_DO = {
     errno.EISDIR: "is a directory, where a file was expected",
     errno.ENAMETOOLONG: "the name is too long; choose a shorter path",
     errno.EIO: "input/output error (a failing disk or network mount?)",
+    errno.EFBIG: "file too large for a file-size limit (see `ulimit -f`) or the file system",
 }
 
 

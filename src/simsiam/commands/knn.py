@@ -33,12 +33,12 @@ def run(args: argparse.Namespace) -> int:
     if not dist.is_main():  # under torchrun every rank holds the same figures; rank 0 reports them
         return 0
     print(f"kNN on {res['dataset']} ({res['split']}: {res['queries']} queries, bank {res['bank_size']})")
-    if max(args.k) > res["bank_size"]:
-        print(f"k={max(args.k)} is more than the bank's {res['bank_size']} images: k={res['bank_size']} is used")
     print("| k | T | top-1 (%) |\n|---:|---:|---:|")
     for key, acc in res["accuracy"].items():
         k, t = (part.split("=")[1] for part in key.split(","))
         print(f"| {k} | {t} | {acc:.2f} |")
+    if max(args.k) > res["bank_size"]:
+        print(f"k={max(args.k)} is more than the bank's {res['bank_size']} images: k={res['bank_size']} is used")
     if args.baselines:
         res["baselines"] = _baselines(args)
     if args.json:
