@@ -7,6 +7,7 @@ import sys
 from typing import Optional, Sequence
 
 from .commands import COMMANDS
+from .commands.errors import one_line
 from .version import __version__
 
 
@@ -51,16 +52,27 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     try:
         return int(args.run(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted; the last epoch's checkpoint is intact (resume with --resume)", file=sys.stderr)
-        return 130
-    except UserFacingErrors as err:
-        print(f"simsiam {args.command}: error: {_rank_prefix()}{err}", file=sys.stderr)
+    except KeyboardInterrupt as err:  # a second stop signal (train/stop.py), or Ctrl-C outside training
+        print(f"simsiam {args.command}: {_interrupted_line(err)}", file=sys.stderr)
+        return getattr(err, "exit_code", 130)
+    except Exception as err:
+        line = one_line(err)
+        if line is None:
+            raise  # not a user's error: a bug, whose traceback is wanted
+        print(f"simsiam {args.command}: error: {_rank_prefix()}{line}", file=sys.stderr)
         return 2
     finally:
         from .parallel.distributed import cleanup
 
         cleanup()  # under torchrun: release the process group the command started (no-op otherwise)
+
+
+def _interrupted_line(err: KeyboardInterrupt) -> str:
+    run_dir = getattr(err, "run_dir", None)
+    if run_dir is not None and (run_dir / "checkpoint.pt").exists():
+        return (f"interrupted before the step ended; the last checkpoint, {run_dir / 'checkpoint.pt'}, is intact "
+                f"(resume with --resume {run_dir})")
+    return "interrupted; no checkpoint was written"
 
 
 def _rank_prefix() -> str:
@@ -69,18 +81,6 @@ def _rank_prefix() -> str:
 
     return f"rank {dist.rank()}: " if dist.world_size() > 1 else ""
 
-
-def _user_facing_errors() -> tuple[type[BaseException], ...]:
-    """Errors that explain themselves: printed as one line, without a traceback."""
-    from .artifacts.checkpoint import CheckpointError
-    from .config import ConfigError
-    from .data import DatasetNotFound
-    from .train.pretrain import TrainingDiverged
-
-    return (ConfigError, DatasetNotFound, CheckpointError, TrainingDiverged, FileExistsError, ValueError)
-
-
-UserFacingErrors = _user_facing_errors()
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -30,17 +30,44 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fh = _ErrorKeepingFile(os.fdopen(fd, "wb"))
     try:
-        with os.fdopen(fd, "wb") as fh:
+        with fh.file:
             write(fh)
             fh.flush()
-            os.fsync(fh.fileno())
+            os.fsync(fh.file.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        # torch.save reports a failed write (a full disk) as "unexpected pos ..."; the OSError
+        # beneath says what happened -- here with the file it happened to.
+        cause = fh.error if fh.error is not None else err
+        if isinstance(cause, OSError) and not cause.filename:
+            raise OSError(cause.errno, cause.strerror, str(path)) from err
         raise
     return path
+
+
+class _ErrorKeepingFile:
+    """A binary file that remembers the first OSError its writes raised (see :func:`write_atomic`)."""
+
+    def __init__(self, file: BinaryIO):
+        self.file, self.error = file, None
+
+    def write(self, data) -> int:
+        try:
+            return self.file.write(data)
+        except OSError as err:
+            self.error = self.error or err
+            raise
+
+    def flush(self) -> None:
+        try:
+            self.file.flush()
+        except OSError as err:
+            self.error = self.error or err
+            raise
 
 
 def save_atomic(obj: dict, path: str | Path) -> Path:
@@ -58,11 +85,49 @@ def load(path: str | Path, map_location: Any = "cpu") -> dict:
                               "that holds checkpoint.pt (written by `simsiam pretrain`)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError:
+        raise  # unreadable file (permissions, I/O): the CLI names the path and the cause
     except Exception as err:  # corrupt file, or one that holds pickled objects we refuse to run
-        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {err}") from err
+        raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {_why_unreadable(path, err)}") from err
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"{str(path)!r} is not a simsiam checkpoint (no 'model' and 'config' entries)")
     return ckpt
+
+
+def _why_unreadable(path: Path, err: Exception) -> str:
+    """torch's error, said in one line a user can act on: which kind of bad file this is."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if "weights_only" in str(err) or "Unsupported global" in str(err):
+        return ("it holds pickled Python objects, which a simsiam checkpoint never does; refused without "
+                "running them (the file may be unsafe -- load it only if you trust where it came from)")
+    if head[:2] != b"PK" and head[:1] != b"\x80":
+        return "it is not a checkpoint file (no torch.save archive; a text or other file?)"
+    return "it is truncated or corrupt (an interrupted copy or download?); copy it again or use another checkpoint"
+
+
+def remove_stale_temporaries(run_dir: Path) -> list[Path]:
+    """Delete the temporary files that writers killed mid-write (``kill -9``, a node lost) left in
+    ``run_dir``; each may be as large as a checkpoint. Call only where no other writer is running."""
+    stale = sorted(Path(run_dir).glob(".*.pt.*.tmp"))
+    for tmp in stale:
+        tmp.unlink(missing_ok=True)
+    return stale
+
+
+def keep_recent(path: Path, step: int, keep: int) -> None:
+    """Keep the ``keep`` latest checkpoints also as ``<name>-step<N>.pt`` beside ``path`` (hard links:
+    no extra space until ``path`` is replaced) and delete older ones. ``keep`` 0: none kept."""
+    if keep <= 0:
+        return
+    copy = path.with_name(f"{path.stem}-step{step:09d}{path.suffix}")
+    if not copy.exists():
+        try:
+            os.link(path, copy)
+        except OSError:  # a filesystem without hard links
+            write_atomic(copy, lambda fh: fh.write(path.read_bytes()))
+    for old in sorted(path.parent.glob(f"{path.stem}-step*{path.suffix}"))[:-keep]:
+        old.unlink(missing_ok=True)
 
 
 def rng_state() -> dict:

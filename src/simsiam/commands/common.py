@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Optional
 
 from ..config import Config, apply_mapping, apply_overrides, load_yaml
 from ..config.presets import PRESETS, get_preset
@@ -21,8 +22,10 @@ def add_config_args(p: argparse.ArgumentParser, default_preset: str = "fmnist") 
     p.add_argument("--quiet", action="store_true", help="no progress bar: plain log lines, for log files")
 
 
-def config_from_args(args: argparse.Namespace) -> Config:
-    cfg = get_preset(args.preset)
+def config_from_args(args: argparse.Namespace, base: Optional[Config] = None) -> Config:
+    """The preset (or ``base``: a resumed run's own config), then the YAML file, the overrides and
+    the shortcut options, in that order."""
+    cfg = base if base is not None else get_preset(args.preset)
     if args.config:
         apply_mapping(cfg, load_yaml(args.config))
     shortcuts = {"data.data_dir": args.data_dir, "run.out_dir": args.out_dir, "optim.epochs": args.epochs,

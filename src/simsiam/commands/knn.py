@@ -37,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
     for key, acc in res["accuracy"].items():
         k, t = (part.split("=")[1] for part in key.split(","))
         print(f"| {k} | {t} | {acc:.2f} |")
+    if max(args.k) > res["bank_size"]:
+        print(f"k={max(args.k)} is more than the bank's {res['bank_size']} images: k={res['bank_size']} is used")
     if args.baselines:
         res["baselines"] = _baselines(args)
     if args.json:

@@ -2,6 +2,10 @@
 switches that the chosen method would silently ignore."""
 from __future__ import annotations
 
+import dataclasses
+import math
+import re
+
 from .schema import CHOICES, METHOD_DEFAULTS, Config, ConfigError
 
 
@@ -10,6 +14,8 @@ def validate(cfg: Config) -> Config:
 
     Names that live in registries (method, dataset, backbone, augmentation recipe) are checked by
     ``simsiam.resolve``, which knows the registries; this module knows only the schema."""
+    _check_finite(cfg)
+    _check_ranges(cfg)
     for key, allowed in CHOICES.items():
         section, name = key.split(".")
         value = getattr(getattr(cfg, section), name)
@@ -31,6 +37,45 @@ def validate(cfg: Config) -> Config:
     _check_hypothesis(cfg)
     _check_methods(cfg)
     return cfg
+
+
+def _numbers(cfg: Config):
+    """``(dotted key, value)`` of every number in the config."""
+    for section in dataclasses.fields(cfg):
+        part = getattr(cfg, section.name)
+        if not dataclasses.is_dataclass(part):
+            continue
+        for f in dataclasses.fields(part):
+            value = getattr(part, f.name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                yield f"{section.name}.{f.name}", value
+
+
+def _check_finite(cfg: Config) -> None:
+    """NaN or inf anywhere would surface steps later as a NaN loss (or never): refuse it now."""
+    for key, value in _numbers(cfg):
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}={value} is not a finite number; give a real value")
+
+
+def _check_ranges(cfg: Config) -> None:
+    """Values torch would reject deep inside (naming neither the key nor the value), or accept and
+    misbehave on; checked here with the key's name."""
+    o, r, d = cfg.optim, cfg.run, cfg.data
+    non_negative = {"optim.base_lr": o.base_lr, "optim.weight_decay": o.weight_decay, "optim.momentum": o.momentum,
+                    "optim.warmup_epochs": o.warmup_epochs, "run.checkpoint_every_steps": r.checkpoint_every_steps,
+                    "run.checkpoint_every_minutes": r.checkpoint_every_minutes,
+                    "run.keep_checkpoints": r.keep_checkpoints, "data.train_limit": d.train_limit,
+                    "data.eval_limit": d.eval_limit, "monitor.knn_t": cfg.monitor.knn_t}
+    for key, value in non_negative.items():
+        if value < 0:
+            raise ConfigError(f"{key} must not be negative, got {value}")
+    if cfg.monitor.knn_t == 0:
+        raise ConfigError("monitor.knn_t must be positive (the kNN softmax temperature), got 0")
+    if r.log_every <= 0:
+        raise ConfigError(f"run.log_every must be positive, got {r.log_every}")
+    if not (r.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", r.device)):
+        raise ConfigError(f"run.device={r.device!r} is not a device; choose auto, cpu, cuda or cuda:N")
 
 
 def _check_hypothesis(cfg: Config) -> None:

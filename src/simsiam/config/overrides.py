@@ -112,7 +112,11 @@ def apply_overrides(cfg: Config, overrides: list[str]) -> Config:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value (e.g. optim.epochs=10)")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({_yaml_problem(err)}); "
+                              f"quote it, e.g. {key.strip()}='\"...\"'") from None
         set_value(cfg, key.strip(), value)
     return cfg
 
@@ -121,11 +125,24 @@ def load_yaml(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
-    with open(path) as fh:
-        data = yaml.safe_load(fh) or {}
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {str(path)!r} is not valid YAML: {_yaml_problem(err)} (indent with spaces, "
+                          "not tabs; `key: value` pairs under section names)") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {str(path)!r} is not a text file (a YAML file was expected)") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {str(path)!r} must hold a mapping of sections, got {type(data).__name__}")
     return data
+
+
+def _yaml_problem(err: Exception) -> str:
+    """The YAML parser's complaint in a few words, with its line and column."""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    mark = getattr(err, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
 
 
 def from_dict(data: dict) -> Config:

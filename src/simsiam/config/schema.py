@@ -140,6 +140,12 @@ class RunConfig:
     amp: str = "auto"  # "auto" (bf16 on CUDA, off on CPU), "bf16", "off"
     compile: bool = False  # torch.compile the model (falls back with a message)
     sync_bn: bool = True  # under torchrun: SyncBatchNorm everywhere (paper); False keeps per-device BN
+    # Mid-epoch checkpoints besides the one at every epoch's end (0 = off): one once this many steps
+    # or minutes have passed since the last checkpoint; with both set, whichever comes first. Under
+    # torchrun the ranks decide every 10 steps. A stop signal always writes one (train/stop.py).
+    checkpoint_every_steps: int = 0
+    checkpoint_every_minutes: float = 0.0
+    keep_checkpoints: int = 0  # earlier checkpoints kept as checkpoint-step<N>.pt beside checkpoint.pt
 
 
 @dataclass

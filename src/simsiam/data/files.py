@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Iterator, Optional, Sequence
 
+import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -45,6 +46,17 @@ def list_images(root: str) -> list[str]:
     ]
 
 
+# 16-bit grayscale (PNG, TIFF): PIL's convert("L") clips these at 255, which makes a typical
+# 16-bit image nearly all white; they are scaled to 8 bits instead.
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """A 16-bit image (values 0..65535) as 8-bit "L", scaled: 65535 -> 255."""
+    values = np.asarray(img, dtype=np.float64)
+    return Image.fromarray(np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8), mode="L")
+
+
 def _decode(path: str, mode: str) -> Image.Image:
     """Fully decode ``path`` into ``mode``; raise UnreadableImage on any decoder failure."""
     try:
@@ -52,6 +64,8 @@ def _decode(path: str, mode: str) -> Image.Image:
             img.load()  # Image.open is lazy; corruption only shows up when pixels are decoded.
             if img.mode == "P" and "transparency" in img.info:
                 img = img.convert("RGBA")  # PIL warns when converting such palettes straight to RGB/L
+            if img.mode in _SIXTEEN_BIT:
+                img = _to_8bit(img)
             return img.convert(mode)
     except Exception as exc:  # PIL plugins raise many types (OSError, SyntaxError, ValueError, ...)
         raise UnreadableImage(path, f"{type(exc).__name__}: {exc}") from exc

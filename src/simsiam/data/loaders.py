@@ -8,8 +8,9 @@
 - :class:`PerImageViewLoader`: the reference path -- PIL/torchvision transforms per image in
   DataLoader workers, as the official code runs. Needed for file folders.
 
-Both are deterministic functions of (seed, epoch, rank): resuming at an epoch boundary replays
-exactly the batches an uninterrupted run would have seen.
+Both are deterministic functions of (seed, epoch, rank), and ``epoch(e, start_batch=b)`` yields
+exactly the batches ``b, b+1, ...`` of ``epoch(e)``: resuming from a checkpoint written at any
+step replays the batches an uninterrupted run would have seen.
 """
 from __future__ import annotations
 
@@ -57,7 +58,7 @@ class BatchedViewLoader:
     def __len__(self) -> int:
         return len(self.images) // self.global_batch  # drop_last, as the paper's loader
 
-    def epoch(self, epoch: int) -> Iterator[dict]:
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[dict]:
         # One permutation shared by all ranks; each rank takes its slice of every global batch.
         # Moved to the device once per epoch: a per-batch copy from pageable memory would make CUDA
         # wait for the queued work each step.
@@ -65,7 +66,11 @@ class BatchedViewLoader:
         order = order.to(self.device)
         gen = torch.Generator(device=self.device).manual_seed(epoch_seed(self.seed, epoch, 1 + dist.rank()))
         r = dist.rank()
-        for b in range(len(self)):
+        for _ in range(start_batch * self.num_views):
+            # The skipped batches' draws: how many numbers a view takes depends only on the batch's
+            # size, so drawing the parameters alone leaves ``gen`` exactly where making them would.
+            self.augment.sample_params(self.batch, gen, self.device, image_hw=tuple(self.images.shape[-2:]))
+        for b in range(start_batch, len(self)):
             idx = order[b * self.global_batch + r * self.batch: b * self.global_batch + (r + 1) * self.batch]
             x = self.images[idx]
             views = tuple(self.augment(x, gen) for _ in range(self.num_views))
@@ -149,12 +154,22 @@ class PerImageViewLoader:
     def __len__(self) -> int:
         return len(self.dataset) // self.global_batch
 
-    def epoch(self, epoch: int) -> Iterator[dict]:
-        self.sampler.set_epoch(epoch_seed(self.seed, epoch))  # the same on every rank: one shared permutation
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[dict]:
+        # the same on every rank: one shared permutation
+        self.sampler.set_epoch(epoch_seed(self.seed, epoch), start_batch)
         for batch in self.loader:
+            if dist.is_enabled() and _unusable_anywhere(batch["views"] is None):
+                batch["views"] = None  # every rank leaves this step out, or the others would wait in DDP for ever
             if batch["views"] is not None:
                 batch["views"] = tuple(v.to(self.device, non_blocking=True) for v in batch["views"])
             yield batch
+
+
+def _unusable_anywhere(unusable_here: bool) -> bool:
+    """Under torchrun: whether any rank's batch has no readable image. One all-reduce of one number
+    per step, for the per-image (files) pipeline only: the in-memory one has no unreadable images."""
+    flag = torch.tensor([float(unusable_here)], device=dist.collective_device())
+    return bool(dist.all_reduce_sum(flag).item())
 
 
 def build_train_loader(dataset, cfg: Config, num_views: int, device: torch.device):

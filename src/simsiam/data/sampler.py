@@ -32,11 +32,12 @@ class EpochSampler(Sampler):
             raise ValueError(f"global batch {global_batch} does not divide by {world} processes")
         self.num_images, self.global_batch = num_images, global_batch
         self.local_batch, self.rank = global_batch // world, rank
-        self.seed, self.epoch_key = seed, None
+        self.seed, self.epoch_key, self.start_batch = seed, None, 0
 
-    def set_epoch(self, epoch_key: int) -> None:
-        """``epoch_key``: the epoch's seed (``loaders.epoch_seed(seed, epoch)``), the same on every rank."""
-        self.epoch_key = epoch_key
+    def set_epoch(self, epoch_key: int, start_batch: int = 0) -> None:
+        """``epoch_key``: the epoch's seed (``loaders.epoch_seed(seed, epoch)``), the same on every rank;
+        ``start_batch``: the global batches to leave out at the start (a run resumed mid-epoch)."""
+        self.epoch_key, self.start_batch = epoch_key, start_batch
 
     def __len__(self) -> int:
         return (self.num_images // self.global_batch) * self.local_batch
@@ -48,7 +49,7 @@ class EpochSampler(Sampler):
         order = torch.randperm(self.num_images, generator=gen).tolist()
         # One seed per image and epoch; 2**62 keeps it a valid torch.manual_seed argument.
         seeds = torch.randint(0, 2**62, (self.num_images,), generator=gen).tolist()
-        for b in range(self.num_images // self.global_batch):
+        for b in range(self.start_batch, self.num_images // self.global_batch):
             start = b * self.global_batch + self.rank * self.local_batch
             for pos in range(start, start + self.local_batch):
                 yield seeds[pos], order[pos]

@@ -16,12 +16,16 @@ def candidate_dirs(
 ) -> list[str]:
     """Directories to search, in priority order, without duplicates.
 
-    ``data_dir`` and then ``$env_var`` are each tried as given and with every
-    one of ``subdirs`` appended (the layouts other tools extract archives
-    into); ``system_dirs`` (e.g. where a distribution package installs the
-    data) come last.
+    ``data_dir`` or else ``$env_var`` is tried as given and with every one of
+    ``subdirs`` appended (the layouts other tools extract archives into);
+    ``system_dirs`` (e.g. where a distribution package installs the data) come
+    last, only when no ``data_dir`` is given: a directory the user named is
+    never silently replaced by another copy.
     """
-    bases = [os.path.expanduser(b) for b in (data_dir, os.environ.get(env_var)) if b]
+    if data_dir:
+        bases, system_dirs = [os.path.expanduser(data_dir)], ()
+    else:
+        bases = [os.path.expanduser(b) for b in (os.environ.get(env_var),) if b]
     dirs = [d for base in bases for d in (base, *(os.path.join(base, s) for s in subdirs))]
     dirs += list(system_dirs)
     return list(dict.fromkeys(dirs))  # dedupe, keeping the first occurrence's position

@@ -49,6 +49,14 @@ def knn_evaluate(path: str | Path, *, dataset: Optional[str] = None, data_dir: O
     ddir = data_dir if data_dir is not None else cfg.data.data_dir
     bank_set = subset(load_dataset(name, "train", ddir), train_limit)
     query_set = subset(load_dataset(name, split, ddir), eval_limit)
+    takes = next(p for p in model.backbone.parameters() if p.dim() == 4).shape[1]  # the first conv's inputs
+    if bank_set.channels != takes:
+        raise ValueError(f"{name} has {bank_set.channels}-channel images but the checkpoint's backbone takes {takes} "
+                         f"channel(s); evaluate it on data like those it was trained on ({cfg.data.dataset})")
+    if min(ks) < 1:
+        raise ValueError(f"--k must be at least 1, got {min(ks)}")
+    # k beyond the bank is clipped (knn_predict): report the k actually used, not the one asked for.
+    ks = list(dict.fromkeys(min(k, len(bank_set)) for k in ks))
     kw = dict(device=dev, batch_size=batch_size, image_size=cfg.data.image_size if name == cfg.data.dataset else 0)
     with eval_mode(model.backbone):
         bank, bank_y, _, _ = extract_features(model.backbone, bank_set, **kw)

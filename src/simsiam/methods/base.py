@@ -39,5 +39,11 @@ class Method(nn.Module, abc.ABC):
         The default passes them through."""
         return iter(batches)
 
+    def resumable_at(self, batches_done: int) -> bool:
+        """Whether a checkpoint written after ``batches_done`` batches of an epoch resumes exactly.
+        State a method keeps outside its buffers between steps (section 5's k-step cache) makes some
+        positions unresumable; the loop then waits for the next one before it stops."""
+        return True
+
     def on_step_end(self, step: int, total_steps: int) -> None:
         """Called after each optimiser step (a momentum encoder's update). The default does nothing."""

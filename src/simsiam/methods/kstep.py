@@ -12,8 +12,11 @@ the start of the block, then hands the k batches to the loop one at a time. The 
 view's prediction with the cached z of the *other* view of the same image, as SimSiam's symmetric
 loss does, so k=1 is SimSiam step for step (the paper's k=1 row) and T' is the partner view.
 
-Blocks do not cross an epoch boundary (the last block of an epoch may be shorter), so a run
-resumed at an epoch boundary replays the same blocks and the cache needs no checkpointing.
+Blocks do not cross an epoch boundary (the last block of an epoch may be shorter) and a run
+stops or checkpoints mid-epoch only between blocks (:meth:`KStepSimSiam.resumable_at`), so a
+resumed run replays the same blocks and the cache needs no checkpointing: it holds targets
+computed with theta as it was at the block's start, which a checkpoint taken inside the block
+no longer has.
 k = -1 makes the block the whole epoch (the paper's "one epoch" row); it holds one epoch of
 views and their z in memory (about 0.6 GB for Fashion-MNIST), which is fine for in-memory
 datasets and not meant for ImageNet.
@@ -57,6 +60,9 @@ class KStepSimSiam(SimSiam):
             if views is not None:
                 self._cache.append((views, (self.encode(views[0]), self.encode(views[1]))))
         self.refreshes += 1
+
+    def resumable_at(self, batches_done: int) -> bool:
+        return batches_done == 0 if self.block_steps < 0 else batches_done % self.block_steps == 0
 
     def stream(self, batches: Iterable[dict]) -> Iterator[dict]:
         it = iter(batches)

@@ -34,8 +34,16 @@ def launched_by_torchrun() -> bool:
 def init(device: str = "auto") -> torch.device:
     """Start the process group when launched by torchrun and return this process's device.
 
-    nccl on GPUs and gloo on CPU are chosen here, automatically.
+    nccl on GPUs and gloo on CPU are chosen here, automatically. A device asked for by name that
+    this process cannot use is an error, never a silent fall back to the CPU.
     """
+    if device.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= count:
+            raise ValueError(f"run.device={device}: this process sees {count} CUDA device(s)"
+                             f"{'' if torch.cuda.is_available() else ' (torch.cuda.is_available() is False)'}; "
+                             "use --device cpu, or auto to take a GPU when there is one")
     use_cuda = torch.cuda.is_available() and not device.startswith("cpu")
     if launched_by_torchrun() and not is_enabled():
         local_rank = int(os.environ.get("LOCAL_RANK", 0))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 import torch
 
@@ -16,35 +16,61 @@ from ..methods.base import Method
 from .step import TrainStep
 
 
-def epoch_batches(loader, method: Method, epoch: int) -> Iterator[dict]:
-    """The epoch's batches as the steps see them. A batch is ``{"views", "skipped"}``; ``views`` is
-    None when every image of the batch was unreadable."""
-    return method.stream(loader.epoch(epoch))
+def epoch_batches(loader, method: Method, epoch: int, start_batch: int = 0) -> Iterator[dict]:
+    """The epoch's batches as the steps see them, from batch ``start_batch`` on (a run resumed
+    mid-epoch). A batch is ``{"views", "skipped"}``; ``views`` is None when every image of the
+    batch was unreadable."""
+    return method.stream(loader.epoch(epoch, start_batch) if start_batch else loader.epoch(epoch))
 
 
 @dataclass
 class EpochTotals:
-    """Sums over an epoch's steps, kept on the device (no synchronisation per step)."""
+    """Sums over an epoch's steps, kept on the device (no synchronisation per step), and the
+    position in the epoch: what a mid-epoch checkpoint saves (:meth:`state`) to resume from."""
 
     loss_sum: torch.Tensor
     std_sum: torch.Tensor  # of std(z/|z|), the collapse monitor
     steps: int = 0
+    batches: int = 0  # batches taken from the loader, also those with no usable image
     skipped: list = field(default_factory=list)  # paths of unreadable images
     last: dict = field(default_factory=dict)  # the last step's outputs (loss, z, lr)
+    stopped: bool = False  # the epoch ended early: a stop was requested
+    earlier_seconds: float = 0.0  # spent on this epoch before the run was resumed
     started: float = field(default_factory=time.perf_counter)
+
+    @classmethod
+    def empty(cls, device: torch.device) -> "EpochTotals":
+        return cls(torch.zeros((), device=device), torch.zeros((), device=device))
 
     @property
     def seconds(self) -> float:
-        return time.perf_counter() - self.started
+        return self.earlier_seconds + time.perf_counter() - self.started
+
+    def state(self) -> dict:
+        """The position and sums, as plain values and CPU tensors (a checkpoint's ``position``)."""
+        return {"batches": self.batches, "steps": self.steps, "loss_sum": self.loss_sum.detach().cpu(),
+                "std_sum": self.std_sum.detach().cpu(), "skipped": list(self.skipped), "seconds": self.seconds,
+                "z_dim": int(self.last["z"].shape[1]) if "z" in self.last else 0, "lr": self.last.get("lr", 0.0)}
+
+    @classmethod
+    def from_state(cls, state: dict, device: torch.device) -> "EpochTotals":
+        totals = cls(state["loss_sum"].to(device), state["std_sum"].to(device), steps=state["steps"],
+                     batches=state["batches"], skipped=list(state["skipped"]), earlier_seconds=state["seconds"])
+        if state["z_dim"]:  # what the epoch record reads of the last step, should no step follow
+            totals.last = {"z": torch.zeros(1, state["z_dim"]), "lr": state["lr"]}
+        return totals
 
 
 def run_epoch(train_step: TrainStep, loader, epoch: int, first_step: int, device: torch.device,
-              after_step: Callable[[int, dict, int], None]) -> EpochTotals:
-    """Train one epoch; ``after_step(step, outputs, images)`` follows every step (``step`` counted
-    after it, ``images`` this process's source images)."""
-    totals = EpochTotals(torch.zeros((), device=device), torch.zeros((), device=device))
+              after_step: Callable[[int, dict, int, EpochTotals], bool],
+              totals: Optional[EpochTotals] = None) -> EpochTotals:
+    """Train one epoch, or its rest from ``totals`` (a resumed run's position); ``after_step(step,
+    outputs, images, totals)`` follows every step (``step`` counted after it, ``images`` this
+    process's source images) and returns True to end the epoch there (``totals.stopped``)."""
+    totals = totals or EpochTotals.empty(device)
     step = first_step
-    for batch in epoch_batches(loader, train_step.method, epoch):
+    for batch in epoch_batches(loader, train_step.method, epoch, totals.batches):
+        totals.batches += 1
         totals.skipped += batch["skipped"]
         if batch["views"] is None:
             continue
@@ -54,5 +80,7 @@ def run_epoch(train_step: TrainStep, loader, epoch: int, first_step: int, device
         totals.steps += 1
         totals.last = out
         step += 1
-        after_step(step, out, batch["views"][0].shape[0])
+        if after_step(step, out, batch["views"][0].shape[0], totals):
+            totals.stopped = True
+            break
     return totals

@@ -2,13 +2,15 @@
 
 ``pretrain(cfg)`` reads top to bottom as the run does: set up (config, data, method, optimiser,
 step, monitors, resume) -> epochs (each: train, epoch record, monitors, atomic checkpoint) ->
-outputs (the Figure 2 plots and ``report.md``).
+outputs (the Figure 2 plots and ``report.md``). A stop signal (``stop.py``) ends an epoch early
+with a mid-epoch checkpoint, from which a resumed run continues exactly where it stopped.
 """
 from __future__ import annotations
 
 import copy
 import json
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +21,7 @@ import torch
 from ..artifacts import checkpoint as ckpt_io
 from ..artifacts.report import git_commit, write_outputs
 from ..artifacts.runlog import RunLog, read_metrics
-from ..config import Config, from_dict
+from ..config import Config
 from ..data import load_dataset
 from ..data.cache import decoded_if_configured
 from ..data.loaders import build_train_loader, local_batch_size
@@ -35,11 +37,13 @@ from ..seeding import seed_everything
 from . import speed
 from .loop import EpochTotals, run_epoch
 from .resources import peak_memory, reset_peak_memory
+from .resume import check_resume
 from .step import LrSchedule, TrainStep
+from .stop import Interrupted, Poll, StopRequest, resume_line
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or inf; the last good checkpoint is left as it was."""
+    """The loss became NaN or inf; the last checkpoint, if any, is left as it was."""
 
 
 @dataclass
@@ -47,7 +51,8 @@ class RunResult:
     run_dir: Path
     epochs_done: int
     final: dict = field(default_factory=dict)  # the last epoch's metrics record
-    stopped_early: str = ""  # why the run stopped before its last epoch ("" when it did not)
+    stopped_early: str = ""  # why the run stopped before its last epoch: "collapse", "signal" ("" when it did not)
+    stop_line: str = ""  # after a stop signal: the one line saying how to resume
     images: str = ""  # the training and evaluation images, subsets named with their seed
 
 
@@ -65,27 +70,36 @@ class _Run:
     train_step: TrainStep
     knn: Optional[KnnMonitor]
     images: str  # what the run trains and evaluates on (RunResult.images)
+    poll: Poll
     start_epoch: int = 0
     step: int = 0  # optimiser steps taken so far
+    resumed_position: Optional[EpochTotals] = None  # where in start_epoch a mid-epoch checkpoint left off
 
 
-def pretrain(cfg: Config, resume: bool = False) -> RunResult:
+def pretrain(cfg: Config, resume: bool = False, stop: Optional[StopRequest] = None) -> RunResult:
     """Pretrain as ``cfg`` says; with ``resume`` continue the run in ``cfg.run.out_dir`` from its checkpoint.
 
     Under torchrun this same call runs in every process (DDP, SyncBN, the global batch split over
-    ranks); only rank 0 writes.
+    ranks); only rank 0 writes. SIGTERM, SIGINT and SIGUSR1 (or ``stop.request(...)``) end the run
+    after the current step with a checkpoint: ``result.stopped_early == "signal"``.
     """
-    run = _set_up(cfg, resume)
-    result = _train_epochs(run)
-    _compare_with_baselines(run, result)
-    if dist.is_main():
+    with stop or StopRequest() as stop:
+        run = _set_up(cfg, resume, stop)
+        try:
+            result = _train_epochs(run)
+        except Interrupted as err:
+            err.run_dir = run.run_dir  # for the CLI's line: which checkpoint is left
+            raise
+    if result.stopped_early != "signal":
+        _compare_with_baselines(run, result)
+    if dist.is_main() and result.stopped_early != "signal":
         write_outputs(run.run_dir, run.cfg, result)
     return result
 
 
 # ------------------------------------------------------------------------------------------ set-up
 
-def _set_up(cfg: Config, resume: bool) -> _Run:
+def _set_up(cfg: Config, resume: bool, stop: StopRequest) -> _Run:
     saved = ckpt_io.load(Path(cfg.run.out_dir) / "checkpoint.pt") if resume else None
     cfg = resolve(_run_config(cfg, saved))
     device = dist.init(cfg.run.device)
@@ -109,7 +123,8 @@ def _set_up(cfg: Config, resume: bool) -> _Run:
         knn = KnnMonitor(train_set, eval_set, k=cfg.monitor.knn_k, t=cfg.monitor.knn_t, device=device,
                          image_size=cfg.data.image_size, channels_last=cfg.run.channels_last)
     images = f"train {describe(train_set)}" + (f", kNN queries {describe(eval_set)}" if eval_set is not None else "")
-    run = _Run(cfg, device, run_dir, log, method, optimizer, loader, train_step, knn, images)
+    poll = Poll(stop, cfg.run.checkpoint_every_steps, cfg.run.checkpoint_every_minutes)
+    run = _Run(cfg, device, run_dir, log, method, optimizer, loader, train_step, knn, images, poll)
     if saved is not None:
         _restore(run, saved)
     elif dist.is_main():
@@ -121,14 +136,11 @@ def _set_up(cfg: Config, resume: bool) -> _Run:
 
 
 def _run_config(cfg: Config, saved: Optional[dict]) -> Config:
-    """The config to run: ``cfg``, or on resume the run's own recipe, where only the number of
-    epochs (a finished run may be extended) and where and how to show it may change."""
-    if saved is None:
-        return copy.deepcopy(cfg)
-    own = from_dict(saved["config"])
-    own.optim.epochs = max(cfg.optim.epochs, own.optim.epochs)
-    own.run.out_dir, own.run.quiet, own.run.device = cfg.run.out_dir, cfg.run.quiet, cfg.run.device
-    return own
+    """The config to run: ``cfg``; on resume it must be the run's own recipe, but for the settings
+    ``resume.CHANGEABLE_ON_RESUME`` lists (the epochs, where and how to show progress...)."""
+    if saved is not None:
+        check_resume(saved, cfg, Path(cfg.run.out_dir))
+    return copy.deepcopy(cfg)
 
 
 def _prepare_run_dir(cfg: Config, resume: bool) -> Path:
@@ -140,6 +152,10 @@ def _prepare_run_dir(cfg: Config, resume: bool) -> Path:
                        "--out-dir (run.out_dir=...)")
         else:
             run_dir.mkdir(parents=True, exist_ok=True)
+            stale = ckpt_io.remove_stale_temporaries(run_dir)
+            if stale:
+                print(f"removed {len(stale)} temporary file(s) left by an interrupted checkpoint write in {run_dir}",
+                      file=sys.stderr)
             with open(run_dir / "config.json", "w") as fh:
                 json.dump(cfg.to_dict(), fh, indent=2)
     # Rank 0 alone looks at the directory; every rank raises its verdict, so no rank is left
@@ -166,11 +182,23 @@ def _restore(run: _Run, saved: dict) -> None:
     ckpt_io.load_model_state(run.method, saved["model"])
     run.optimizer.load_state_dict(saved["optimizer"])
     run.start_epoch, run.step = saved["epoch"], saved["step"]
+    where = ""
+    if saved.get("position"):
+        run.resumed_position = EpochTotals.from_state(saved["position"], run.device)
+        batches = run.resumed_position.batches
+        if batches >= len(run.loader) or not run.method.resumable_at(batches):
+            raise ckpt_io.CheckpointError(
+                f"{run.run_dir / 'checkpoint.pt'} was written after batch {batches} of epoch {run.start_epoch + 1}, "
+                f"where this run ({run.cfg.method}, {len(run.loader)} batches an epoch) cannot continue exactly; "
+                "start the run anew")
+        where = f", batch {batches + 1}/{len(run.loader)}"
     ckpt_io.set_rng_state(saved["rng"])
-    if dist.is_main():  # drop records of the epoch the interruption cut short
-        kept = [r for r in read_metrics(run.run_dir) if r.get("epoch", 0) < run.start_epoch]
+    if dist.is_main():  # drop records of the steps the interruption cut short: the resumed run redoes them
+        kept = [r for r in read_metrics(run.run_dir)
+                if r.get("epoch", 0) < run.start_epoch or r.get("kind") == "stopped"
+                or (r.get("epoch") == run.start_epoch and r.get("kind") == "step" and r["step"] <= run.step)]
         (run.run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
-    run.log.info(f"resuming {run.run_dir} at epoch {run.start_epoch + 1}/{run.cfg.optim.epochs} (step {run.step})")
+    run.log.info(f"resuming {run.run_dir} at epoch {run.start_epoch + 1}/{run.cfg.optim.epochs}{where} (step {run.step})")
 
 
 # ------------------------------------------------------------------------------------------ epochs
@@ -181,10 +209,14 @@ def _train_epochs(run: _Run) -> RunResult:
     record: dict = {}
     for epoch in range(run.start_epoch, cfg.optim.epochs):
         run.method.train()
+        position, run.resumed_position = run.resumed_position, None
         run.log.start_epoch(epoch, cfg.optim.epochs, len(run.loader))
-        totals = run_epoch(run.train_step, run.loader, epoch, run.step, run.device, _StepLogger(run, epoch))
+        totals = run_epoch(run.train_step, run.loader, epoch, run.step, run.device, _AfterStep(run, epoch),
+                           totals=position)  # counts run.step on
         run.log.end_epoch()
-        run.step += totals.steps
+        if totals.stopped:
+            _stop(run, epoch, totals, result)
+            return result
 
         record = _epoch_record(run, epoch, totals)
         run.log.write(record)
@@ -199,8 +231,47 @@ def _train_epochs(run: _Run) -> RunResult:
             result.stopped_early = "collapse"
             run.log.warn("stopping: monitor.stop_on_collapse is set")
             break
+        if epoch + 1 < cfg.optim.epochs and run.poll.at_epoch_end():
+            _stop(run, epoch + 1, None, result)
+            return result
     result.final = record or _last_epoch_record(run.run_dir)
     return result
+
+
+def _stop(run: _Run, epoch: int, totals: Optional[EpochTotals], result: RunResult) -> None:
+    """A stop was requested: checkpoint here (mid-epoch when ``totals``), say why in metrics.jsonl
+    and in one line how to resume."""
+    if totals is not None:
+        _checkpoint(run, epoch, totals)
+        position = f"at step {run.step} (epoch {epoch + 1}, batch {totals.batches}/{len(run.loader)})"
+    else:
+        position = f"at step {run.step} (after epoch {epoch})"
+    reason = run.poll.stop.reason
+    run.log.write({"kind": "stopped", "epoch": epoch, "step": run.step, "reason": reason,
+                   "batches_done": totals.batches if totals else 0})
+    result.epochs_done = epoch
+    result.stopped_early = "signal"
+    result.stop_line = resume_line(run.run_dir, reason, position, dist.world_size() > 1)
+    result.final = _last_epoch_record(run.run_dir)
+
+
+class _AfterStep:
+    """After each step: the step record and progress (:class:`_StepLogger`), then the stop and
+    periodic-checkpoint poll; True ends the epoch (a stop was requested)."""
+
+    def __init__(self, run: _Run, epoch: int):
+        self.run, self.epoch, self.logger = run, epoch, _StepLogger(run, epoch)
+
+    def __call__(self, step: int, out: dict, images: int, totals: EpochTotals) -> bool:
+        run = self.run
+        run.step = step
+        self.logger(step, out, images)
+        save, stop = run.poll.after_step(step)
+        if totals.batches >= len(run.loader) or not run.method.resumable_at(totals.batches):
+            return False  # the epoch's end checkpoints (and stops); or a position the method cannot resume from
+        if save and not stop:
+            _checkpoint(run, self.epoch, totals)
+        return stop
 
 
 class _StepLogger:
@@ -236,7 +307,9 @@ def _epoch_record(run: _Run, epoch: int, totals: EpochTotals) -> dict:
     images, and the kNN monitor when it is due."""
     cfg = run.cfg
     if totals.steps == 0:
-        raise RuntimeError(f"epoch {epoch + 1} had no usable batch: every image was unreadable")
+        examples = ", ".join(str(p) for p in dist.all_gather_objects(totals.skipped)[:2])
+        raise ValueError(f"epoch {epoch + 1} had no usable batch: every image was unreadable (e.g. {examples}); "
+                         f"check the files under data.data_dir={cfg.data.data_dir} (are they images? readable?)")
     loss = dist.all_reduce_mean(totals.loss_sum / totals.steps).item()
     if not math.isfinite(loss):
         _diverged(run, epoch, run.step, loss)
@@ -268,11 +341,16 @@ def _compare_with_baselines(run: _Run, result: RunResult) -> None:
     run.log.info(verdict(result.final["knn_acc"], base))
 
 
-def _checkpoint(run: _Run, epochs_done: int) -> None:
+def _checkpoint(run: _Run, epochs_done: int, position: Optional[EpochTotals] = None) -> None:
+    """The run's state to ``checkpoint.pt``, atomically; mid-epoch, ``position`` says where in epoch
+    ``epochs_done`` (the steps done in it, the sums so far) the run continues."""
     if dist.is_main():
+        extra = {"position": position.state()} if position is not None else None
         ckpt_io.save_atomic(ckpt_io.make_checkpoint(model=run.method, optimizer=run.optimizer, epoch=epochs_done,
-                                                    step=run.step, config=run.cfg.to_dict()),
+                                                    step=run.step, config=run.cfg.to_dict(), extra=extra),
                             run.run_dir / "checkpoint.pt")
+        ckpt_io.keep_recent(run.run_dir / "checkpoint.pt", run.step, run.cfg.run.keep_checkpoints)
+    run.poll.saved(run.step)
     dist.barrier()
 
 
@@ -290,6 +368,11 @@ def _last_epoch_record(run_dir: Path) -> dict:
 def _diverged(run: _Run, epoch: int, step: int, value: float):
     run.log.write({"kind": "diverged", "epoch": epoch, "step": step, "loss": value})
     raise TrainingDiverged(
-        f"the loss became {value} at step {step} (epoch {epoch + 1}); training stopped. The last good "
-        f"checkpoint in {run.run_dir} is intact -- lower optim.base_lr or add optim.warmup_epochs, then start anew "
-        "(resuming would replay the same steps)")
+        f"the loss became {value} at step {step} (epoch {epoch + 1}); training stopped. {_last_checkpoint(run)}"
+        "lower optim.base_lr or add optim.warmup_epochs, then start anew (resuming would replay the same steps)")
+
+
+def _last_checkpoint(run: _Run) -> str:
+    """What is left to fall back on, named only when there is something."""
+    path = run.run_dir / "checkpoint.pt"
+    return f"The last checkpoint, {path}, is intact -- " if path.exists() else "No checkpoint was written yet -- "
