@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from ..data import ImageFiles, load_dataset
+from ..models import input_channels
 from .features import eval_mode, extract_features
 from .normalisation import training_normalisation
 from .pretrained import load_pretrained
@@ -42,7 +43,7 @@ def embed_folder(checkpoint: str | Path, data_dir: str | Path, out_dir: str | Pa
     t_start = time.perf_counter()
     dev = torch.device(device)
     model, cfg = load_pretrained(checkpoint, dev)
-    channels = model.backbone.conv1.in_channels
+    channels = input_channels(model.backbone)
     mean, std = training_normalisation(cfg, channels)
     images = folder_images(data_dir, channels, mean, std)
     size = image_size or cfg.data.image_size or 224

@@ -21,7 +21,7 @@ from torch import nn
 
 from ..artifacts.checkpoint import save_atomic, write_atomic
 from ..config import Config
-from ..models import TORCHVISION_EQUIVALENT
+from ..models import BACKBONES, TORCHVISION_EQUIVALENT, input_channels
 from .normalisation import training_normalisation
 from .pretrained import load_pretrained
 
@@ -163,7 +163,10 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path, include
         raise ValueError(f"{str(out)!r}: detectron2 reads a .pkl file as a plain pickle of NumPy arrays, but this "
                          "export is a torch file; name it .pth (detectron2 loads .pth files with torch.load)")
     model, cfg = load_pretrained(checkpoint)
-    in_channels = model.backbone.conv1.in_channels
+    if fmt in ("torchvision", "detectron2") and cfg.model.backbone not in BACKBONES:
+        raise ValueError(f"--format {fmt} is for the built-in ResNets; this run's backbone is "
+                         f"{cfg.model.backbone}: use --format safetensors or onnx")
+    in_channels = input_channels(model.backbone)
     out = Path(out)
     state = backbone_state(model)
     mismatches = torchvision_mismatches(cfg, in_channels)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from torch import nn
 
 from ..artifacts import checkpoint as ckpt_io
 from ..artifacts.report import git_commit, write_outputs
@@ -26,6 +27,7 @@ from ..data.subset import subset
 from ..eval.monitor import KnnMonitor, is_collapsed, normalised_std
 from ..methods import build_method
 from ..methods.base import Method
+from ..models import BACKBONES, CUSTOM_PREFIX
 from ..optim import build_optimizer
 from ..parallel import distributed as dist
 from ..resolve import resolve
@@ -64,13 +66,16 @@ class _Run:
     step: int = 0  # optimiser steps taken so far
 
 
-def pretrain(cfg: Config, resume: bool = False) -> RunResult:
+def pretrain(cfg: Config, resume: bool = False, backbone: Optional[nn.Module] = None) -> RunResult:
     """Pretrain as ``cfg`` says; with ``resume`` continue the run in ``cfg.run.out_dir`` from its checkpoint.
 
+    ``backbone``: a module of your own instead of ``cfg.model.backbone`` (it needs ``num_features``
+    and a forward returning pooled features ``(B, num_features)``); the run records its class name,
+    and resuming or loading the run takes the module again.
     Under torchrun this same call runs in every process (DDP, SyncBN, the global batch split over
     ranks); only rank 0 writes.
     """
-    run = _set_up(cfg, resume)
+    run = _set_up(cfg, resume, backbone)
     result = _train_epochs(run)
     if dist.is_main():
         write_outputs(run.run_dir, run.cfg, result)
@@ -79,9 +84,12 @@ def pretrain(cfg: Config, resume: bool = False) -> RunResult:
 
 # ------------------------------------------------------------------------------------------ set-up
 
-def _set_up(cfg: Config, resume: bool) -> _Run:
+def _set_up(cfg: Config, resume: bool, backbone: Optional[nn.Module]) -> _Run:
     saved = ckpt_io.load(Path(cfg.run.out_dir) / "checkpoint.pt") if resume else None
-    cfg = resolve(_run_config(cfg, saved))
+    cfg = _run_config(cfg, saved)
+    if backbone is not None:
+        cfg.model.backbone = CUSTOM_PREFIX + type(backbone).__name__
+    cfg = resolve(cfg)
     device = dist.init(cfg.run.device)
     reset_peak_memory(device)  # this run's peak, not that of an earlier run in the same process
     git_commit()  # the commit the report will name: the code as it is now, when this process runs it
@@ -93,7 +101,7 @@ def _set_up(cfg: Config, resume: bool) -> _Run:
     run_dir = _prepare_run_dir(cfg, resume)
     log = RunLog(run_dir, quiet=cfg.run.quiet)
     train_set, eval_set = _load_data(cfg)
-    method = build_method(cfg, train_set.channels).to(device)
+    method = build_method(cfg, train_set.channels, backbone).to(device)
     optimizer = build_optimizer(method.param_groups(), cfg.optim)
     loader = build_train_loader(train_set, cfg, method.num_views, device)
     train_step = TrainStep(method, optimizer, LrSchedule.from_config(cfg, len(loader)), cfg, device, log.warn)
@@ -105,11 +113,18 @@ def _set_up(cfg: Config, resume: bool) -> _Run:
     if saved is not None:
         _restore(run, saved)
     elif dist.is_main():
-        log.info(f"run {run_dir}: {cfg.method}, {cfg.model.backbone} (width {cfg.model.width}), "
+        log.info(f"run {run_dir}: {cfg.method}, {_backbone_words(cfg, method)}, "
                  f"{len(train_set)} images, batch {cfg.optim.batch_size}, lr {train_step.schedule.peak_lr:.4g}, "
                  f"{cfg.optim.epochs} epochs x {len(loader)} steps, device {device}, "
                  f"{type(loader).__name__}, {dist.world_size()} process(es)")
     return run
+
+
+def _backbone_words(cfg: Config, method: Method) -> str:
+    if cfg.model.backbone in BACKBONES:
+        return f"{cfg.model.backbone} (width {cfg.model.width})"
+    params = sum(p.numel() for p in method.backbone.parameters())
+    return f"{cfg.model.backbone} ({params / 1e6:.2f}M parameters, {method.backbone.num_features} features)"
 
 
 def _run_config(cfg: Config, saved: Optional[dict]) -> Config:
