@@ -1,4 +1,5 @@
-"""The run's outputs as it goes: ``metrics.jsonl`` (one JSON object a line), terminal progress.
+"""The run's outputs as it goes: ``metrics.jsonl`` (one JSON object a line), terminal progress, and
+the loggers ``run.loggers`` names (CSV, TensorBoard: ``loggers.py``), which get every record too.
 
 Only the main process writes; under torchrun every other rank gets a logger that does nothing.
 """
@@ -8,17 +9,19 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from ..parallel import distributed as dist
+from .loggers import Logger, build_loggers
 
 
 class RunLog:
-    def __init__(self, run_dir: Path, quiet: bool = False):
+    def __init__(self, run_dir: Path, quiet: bool = False, loggers: Sequence[str] = (), resume_step: int = 0):
         self.enabled = dist.is_main()
         self.quiet = quiet
         self.path = Path(run_dir) / "metrics.jsonl"
         self.bar = None
+        self.loggers: list[Logger] = build_loggers(list(loggers), Path(run_dir), resume_step) if self.enabled else []
 
     def write(self, record: dict) -> None:
         if not self.enabled:
@@ -26,6 +29,29 @@ class RunLog:
         record = {"time": round(time.time(), 3), **record}
         with open(self.path, "a") as fh:
             fh.write(json.dumps(record) + "\n")
+        for logger in self.loggers:
+            logger.write(record)
+
+    def keep_before_epoch(self, epoch: int) -> None:
+        """On resume: drop the records of the epoch the interruption cut short, everywhere."""
+        if not self.enabled:
+            return
+        kept = [r for r in read_metrics(self.path.parent) if r.get("epoch", 0) < epoch]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        for logger in self.loggers:
+            logger.keep_before_epoch(epoch)
+
+    def images(self, tag: str, grid) -> None:
+        for logger in self.loggers:
+            logger.images(tag, grid)
+
+    def embedding(self, features, labels: list, thumbnails, step: int) -> None:
+        for logger in self.loggers:
+            logger.embedding(features, labels, thumbnails, step)
+
+    def close(self) -> None:
+        for logger in self.loggers:
+            logger.close()
 
     def info(self, message: str) -> None:
         if not self.enabled:

@@ -134,6 +134,8 @@ class RunConfig:
     amp: str = "auto"  # "auto" (bf16 on CUDA, off on CPU), "bf16", "off"
     compile: bool = False  # torch.compile the model (falls back with a message)
     sync_bn: bool = True  # under torchrun: SyncBatchNorm everywhere (paper); False keeps per-device BN
+    # where records go: any of "jsonl" (metrics.jsonl, always written), "csv", "tensorboard" (an extra)
+    loggers: list[str] = field(default_factory=lambda: ["jsonl"])
 
 
 @dataclass
@@ -164,6 +166,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss.symmetry": ("symmetric", "asymmetric", "asymmetric2x"),
     "run.amp": ("auto", "bf16", "off"),
     "optim.optimizer": ("sgd", "lars"),
+}
+
+# Values of list fields: each item must be one of these.
+LIST_CHOICES: dict[str, tuple[str, ...]] = {
+    "run.loggers": ("jsonl", "csv", "tensorboard"),
 }
 
 # Section 6: each method's own value for a ``methods.*`` field left at None. A method reads only its

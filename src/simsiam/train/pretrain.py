@@ -33,6 +33,7 @@ from ..parallel import distributed as dist
 from ..resolve import resolve
 from ..seeding import seed_everything
 from .loop import EpochTotals, run_epoch
+from .pictures import log_augmented_views, log_embedding_projector
 from .resources import peak_memory, reset_peak_memory
 from .step import LrSchedule, TrainStep
 
@@ -62,6 +63,7 @@ class _Run:
     loader: object
     train_step: TrainStep
     knn: Optional[KnnMonitor]
+    eval_set: object = None  # the kNN monitor's labelled queries (the embedding projector shows them)
     start_epoch: int = 0
     step: int = 0  # optimiser steps taken so far
 
@@ -77,6 +79,10 @@ def pretrain(cfg: Config, resume: bool = False, backbone: Optional[nn.Module] = 
     """
     run = _set_up(cfg, resume, backbone)
     result = _train_epochs(run)
+    if run.eval_set is not None and "tensorboard" in run.cfg.run.loggers:
+        log_embedding_projector(run.log, run.method.backbone, run.eval_set, device=run.device,
+                                image_size=run.cfg.data.image_size, step=run.step)
+    run.log.close()
     if dist.is_main():
         write_outputs(run.run_dir, run.cfg, result)
     return result
@@ -99,7 +105,7 @@ def _set_up(cfg: Config, resume: bool, backbone: Optional[nn.Module]) -> _Run:
     seed_everything(cfg.run.seed)
 
     run_dir = _prepare_run_dir(cfg, resume)
-    log = RunLog(run_dir, quiet=cfg.run.quiet)
+    log = RunLog(run_dir, quiet=cfg.run.quiet, loggers=cfg.run.loggers, resume_step=saved["step"] if saved else 0)
     train_set, eval_set = _load_data(cfg)
     method = build_method(cfg, train_set.channels, backbone).to(device)
     optimizer = build_optimizer(method.param_groups(), cfg.optim)
@@ -109,10 +115,12 @@ def _set_up(cfg: Config, resume: bool, backbone: Optional[nn.Module]) -> _Run:
     if eval_set is not None:
         knn = KnnMonitor(train_set, eval_set, k=cfg.monitor.knn_k, t=cfg.monitor.knn_t, device=device,
                          image_size=cfg.data.image_size, channels_last=cfg.run.channels_last)
-    run = _Run(cfg, device, run_dir, log, method, optimizer, loader, train_step, knn)
+    run = _Run(cfg, device, run_dir, log, method, optimizer, loader, train_step, knn, eval_set)
     if saved is not None:
         _restore(run, saved)
-    elif dist.is_main():
+        return run
+    log_augmented_views(log, loader, train_set, epoch=0)
+    if dist.is_main():
         log.info(f"run {run_dir}: {cfg.method}, {_backbone_words(cfg, method)}, "
                  f"{len(train_set)} images, batch {cfg.optim.batch_size}, lr {train_step.schedule.peak_lr:.4g}, "
                  f"{cfg.optim.epochs} epochs x {len(loader)} steps, device {device}, "
@@ -135,6 +143,7 @@ def _run_config(cfg: Config, saved: Optional[dict]) -> Config:
     own = from_dict(saved["config"])
     own.optim.epochs = max(cfg.optim.epochs, own.optim.epochs)
     own.run.out_dir, own.run.quiet, own.run.device = cfg.run.out_dir, cfg.run.quiet, cfg.run.device
+    own.run.loggers = cfg.run.loggers
     return own
 
 
@@ -171,9 +180,7 @@ def _restore(run: _Run, saved: dict) -> None:
     run.optimizer.load_state_dict(saved["optimizer"])
     run.start_epoch, run.step = saved["epoch"], saved["step"]
     ckpt_io.set_rng_state(saved["rng"])
-    if dist.is_main():  # drop records of the epoch the interruption cut short
-        kept = [r for r in read_metrics(run.run_dir) if r.get("epoch", 0) < run.start_epoch]
-        (run.run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    run.log.keep_before_epoch(run.start_epoch)
     run.log.info(f"resuming {run.run_dir} at epoch {run.start_epoch + 1}/{run.cfg.optim.epochs} (step {run.step})")
 
 
