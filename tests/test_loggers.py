@@ -4,9 +4,9 @@ import csv
 import json
 
 import pytest
+from test_training import _run_one_epoch_of
 
 from simsiam import ConfigError, apply_overrides, get_preset, pretrain, resolve
-from test_training import _run_one_epoch_of
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
