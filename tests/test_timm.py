@@ -81,6 +81,17 @@ def test_timm_run_with_channels_last_bf16_knn_and_exports(tmp_path, digits_cfg):
     assert out.num_tensors == len(model.backbone.state_dict())
     with pytest.raises(ValueError, match="for the built-in ResNets.*safetensors or onnx"):
         export_checkpoint(result.run_dir, "torchvision", tmp_path / "b.pt")
+    try:
+        import onnxruntime
+        import onnxscript  # noqa: F401
+    except ImportError:
+        return
+    onnx_path = export_checkpoint(result.run_dir, "onnx", tmp_path / "b.onnx").path
+    x = torch.randn(3, 1, 32, 32)
+    with torch.no_grad():
+        expected = model.backbone(x).numpy()
+    got = onnxruntime.InferenceSession(str(onnx_path)).run(None, {"images": x.numpy()})[0]
+    assert abs(got - expected).max() < 1e-4
 
 
 def test_timm_names_are_checked_before_anything_runs(digits_cfg, monkeypatch):

@@ -16,6 +16,8 @@ from typing import Optional
 
 import torch
 
+from ..config import ConfigError
+
 LOGGERS = ("jsonl", "csv", "tensorboard")
 TENSORBOARD_HINT = "pip install simsiam[tensorboard]"
 
@@ -143,6 +145,6 @@ def build_loggers(names: list[str], run_dir: Path, resume_step: int = 0) -> list
         elif name == "tensorboard":
             problem = tensorboard_problem()
             if problem:
-                raise RuntimeError(problem)
+                raise ConfigError(problem)
             loggers.append(TensorBoardLogger(run_dir, resume_step))
     return loggers
