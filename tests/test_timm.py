@@ -142,3 +142,15 @@ def test_a_backbone_of_your_own_trains_resumes_and_loads(tmp_path, digits_cfg):
     cfg.run.out_dir = str(tmp_path / "other")
     with pytest.raises(ValueError, match="needs an integer attribute num_features"):
         pretrain(cfg, backbone=nn.Conv2d(1, 4, 3))
+
+
+def test_sync_bn_refuses_a_batchnorm_with_its_own_forward():
+    from timm.layers import BatchNormAct2d
+
+    from simsiam.parallel.sync_bn import convert_sync_batchnorm
+
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), BatchNormAct2d(4))
+    with pytest.raises(ValueError, match="1 is a BatchNormAct2d.*run.sync_bn=false"):
+        convert_sync_batchnorm(model, torch.device("cpu"))
+    converted = convert_sync_batchnorm(nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4)), torch.device("cpu"))
+    assert type(converted[1]).__name__ == "CpuSyncBatchNorm"
