@@ -7,10 +7,11 @@ DEMO_DIR ?= runs/demo
 
 .PHONY: demo test install data clean-demo
 
-$(BIN)/simsiam: pyproject.toml requirements.txt
+$(BIN)/simsiam: pyproject.toml requirements.txt requirements-extras.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements.txt
+	$(BIN)/pip install --quiet -r requirements-extras.txt
 	$(BIN)/pip install --quiet --no-deps -e .
 	@touch $@
 

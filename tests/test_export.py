@@ -117,8 +117,8 @@ def test_export_errors_are_clear(standard_ckpt, tmp_path):
     path, _, _ = standard_ckpt
     with pytest.raises(CheckpointError, match="no checkpoint at"):
         export_checkpoint(tmp_path / "nothing.pt", "torchvision", tmp_path / "x.pth")
-    with pytest.raises(ValueError, match="unknown export format 'onnx'"):
-        export_checkpoint(path, "onnx", tmp_path / "x.onnx")
+    with pytest.raises(ValueError, match="unknown export format 'tflite'"):
+        export_checkpoint(path, "tflite", tmp_path / "x.tflite")
     with pytest.raises(ValueError, match="name it .pth"):
         export_checkpoint(path, "detectron2", tmp_path / "x.pkl")
     with pytest.raises(ValueError, match="only for --format safetensors"):

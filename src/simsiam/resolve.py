@@ -1,7 +1,7 @@
 """A config resolved against the registries: names checked, derived values filled, values validated.
 
 This is the one place that knows both the schema (``config``) and the registries of methods,
-datasets, backbones and augmentation recipes; the schema itself imports none of them, so nothing
+datasets, backbones (timm's included) and augmentation recipes; the schema itself imports none of them, so nothing
 the registries import can come back round to them.
 """
 from __future__ import annotations
@@ -12,7 +12,8 @@ from .augment import RECIPES
 from .config import METHOD_DEFAULTS, AugConfig, Config, ConfigError, validate
 from .data import DATASETS
 from .methods import METHODS
-from .models import BACKBONES
+from .models import BACKBONES, CUSTOM_PREFIX
+from .models.timm_backbones import is_timm, timm_name_problem
 
 
 def check_registered(cfg: Config) -> None:
@@ -23,8 +24,22 @@ def check_registered(cfg: Config) -> None:
         ("model.backbone", cfg.model.backbone, BACKBONES),
         ("aug.recipe", cfg.aug.recipe, RECIPES),
     ):
+        if key == "model.backbone" and _backbone_outside_registry(value):
+            continue
         if value not in registry:
-            raise ConfigError(f"{key}={value!r} is not valid; choose one of: {', '.join(sorted(registry))}")
+            extra = ", or timm:<any timm model>" if key == "model.backbone" else ""
+            raise ConfigError(f"{key}={value!r} is not valid; choose one of: {', '.join(sorted(registry))}{extra}")
+
+
+def _backbone_outside_registry(name: str) -> bool:
+    """A timm model (checked here, so that a typo or a missing timm fails before anything runs), or
+    a module given through the Python API (``custom:<class>``)."""
+    if is_timm(name):
+        problem = timm_name_problem(name)
+        if problem:
+            raise ConfigError(problem)
+        return True
+    return name.startswith(CUSTOM_PREFIX)
 
 
 def resolve(cfg: Config) -> Config:

@@ -73,7 +73,9 @@ def write_outputs(run_dir: Path, cfg: Config, result) -> None:
         "",
         f"- command: `{' '.join(['simsiam'] + sys.argv[1:]) if sys.argv and 'simsiam' in sys.argv[0] else 'python API'}`",
         f"- preset: `{cfg.preset or '-'}`, seed {cfg.run.seed}, commit `{git_commit()}`",
-        f"- data: {cfg.data.dataset}, backbone {cfg.model.backbone} (width {cfg.model.width}), "
+        f"- data: {cfg.data.dataset}, backbone {cfg.model.backbone}"
+        # model.width sizes only the built-in ResNets, not timm:<name> or custom:<class> backbones
+        + ("" if ":" in cfg.model.backbone else f" (width {cfg.model.width})") + ", "
         f"batch {cfg.optim.batch_size}, base lr {cfg.optim.base_lr}, {cfg.optim.epochs} epochs planned, "
         f"{result.epochs_done} done" + (f" (stopped: {result.stopped_early})" if result.stopped_early else ""),
         *([f"- images: {result.images}"] if result.images else []),

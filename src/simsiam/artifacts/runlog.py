@@ -1,4 +1,5 @@
-"""The run's outputs as it goes: ``metrics.jsonl`` (one JSON object a line), terminal progress.
+"""The run's outputs as it goes: ``metrics.jsonl`` (one JSON object a line), terminal progress, and
+the loggers ``run.loggers`` names (CSV, TensorBoard: ``loggers.py``), which get every record too.
 
 Only the main process writes; under torchrun every other rank gets a logger that does nothing.
 """
@@ -8,17 +9,19 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 from ..parallel import distributed as dist
+from .loggers import Logger, build_loggers, kept_on_resume
 
 
 class RunLog:
-    def __init__(self, run_dir: Path, quiet: bool = False):
+    def __init__(self, run_dir: Path, quiet: bool = False, loggers: Sequence[str] = (), resume_step: int = 0):
         self.enabled = dist.is_main()
         self.quiet = quiet
         self.path = Path(run_dir) / "metrics.jsonl"
         self.bar = None
+        self.loggers: list[Logger] = build_loggers(list(loggers), Path(run_dir), resume_step) if self.enabled else []
 
     def write(self, record: dict) -> None:
         if not self.enabled:
@@ -26,6 +29,30 @@ class RunLog:
         record = {"time": round(time.time(), 3), **record}
         with open(self.path, "a") as fh:
             fh.write(json.dumps(record) + "\n")
+        for logger in self.loggers:
+            logger.write(record)
+
+    def keep_until(self, epoch: int, step: int) -> None:
+        """On resume at ``step`` of ``epoch``: drop, everywhere, the records of the steps the
+        interruption cut short (the resumed run redoes them); a "stopped" record stays."""
+        if not self.enabled:
+            return
+        kept = [r for r in read_metrics(self.path.parent) if kept_on_resume(r, epoch, step)]
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        for logger in self.loggers:
+            logger.keep_until(epoch, step)
+
+    def images(self, tag: str, grid) -> None:
+        for logger in self.loggers:
+            logger.images(tag, grid)
+
+    def embedding(self, features, labels: list, thumbnails, step: int) -> None:
+        for logger in self.loggers:
+            logger.embedding(features, labels, thumbnails, step)
+
+    def close(self) -> None:
+        for logger in self.loggers:
+            logger.close()
 
     def info(self, message: str) -> None:
         if not self.enabled:
@@ -63,3 +90,4 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
         return []
     with open(path) as fh:
         return [json.loads(line) for line in fh if line.strip()]
+

@@ -1,4 +1,15 @@
 """Subcommands of ``simsiam``: each module has ``add_parser(subparsers)`` setting ``run``."""
-from . import bench, embed, export, knn, linear, presets, pretrain, reproduce, visualize
+from . import (
+    bench,
+    embed,
+    export,
+    knn,
+    linear,
+    presets,
+    pretrain,
+    reproduce,
+    similar,
+    visualize,
+)
 
-COMMANDS = [pretrain, knn, linear, embed, export, visualize, presets, reproduce, bench]
+COMMANDS = [pretrain, knn, linear, embed, similar, export, visualize, presets, reproduce, bench]

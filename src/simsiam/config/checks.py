@@ -6,7 +6,7 @@ import dataclasses
 import math
 import re
 
-from .schema import CHOICES, METHOD_DEFAULTS, Config, ConfigError
+from .schema import CHOICES, LIST_CHOICES, METHOD_DEFAULTS, Config, ConfigError
 
 
 def validate(cfg: Config) -> Config:
@@ -21,6 +21,11 @@ def validate(cfg: Config) -> Config:
         value = getattr(getattr(cfg, section), name)
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is not valid; choose one of: {', '.join(allowed)}")
+    for key, allowed in LIST_CHOICES.items():
+        section, name = key.split(".")
+        wrong = [v for v in getattr(getattr(cfg, section), name) if v not in allowed]
+        if wrong:
+            raise ConfigError(f"{key}: {', '.join(map(repr, wrong))} not valid; choose any of: {', '.join(allowed)}")
     positive = {
         "optim.epochs": cfg.optim.epochs,
         "optim.batch_size": cfg.optim.batch_size,

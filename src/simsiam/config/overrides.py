@@ -38,6 +38,10 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
             return None
         tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    if typing.get_origin(tp) is list:  # a YAML list, or a comma-separated string: [jsonl,csv] or jsonl,csv
+        items = value if isinstance(value, list) else [] if value is None else str(value).strip("[]").split(",")
+        return [_coerce(key, item.strip() if isinstance(item, str) else item, typing.get_args(tp)[0])
+                for item in items if not (isinstance(item, str) and not item.strip())]
     if tp is bool:
         if isinstance(value, bool):
             return value

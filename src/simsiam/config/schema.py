@@ -146,6 +146,8 @@ class RunConfig:
     checkpoint_every_steps: int = 0
     checkpoint_every_minutes: float = 0.0
     keep_checkpoints: int = 0  # earlier checkpoints kept as checkpoint-step<N>.pt beside checkpoint.pt
+    # where records go: any of "jsonl" (metrics.jsonl, always written), "csv", "tensorboard" (an extra)
+    loggers: list[str] = field(default_factory=lambda: ["jsonl"])
 
 
 @dataclass
@@ -176,6 +178,11 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss.symmetry": ("symmetric", "asymmetric", "asymmetric2x"),
     "run.amp": ("auto", "bf16", "off"),
     "optim.optimizer": ("sgd", "lars"),
+}
+
+# Values of list fields: each item must be one of these.
+LIST_CHOICES: dict[str, tuple[str, ...]] = {
+    "run.loggers": ("jsonl", "csv", "tensorboard"),
 }
 
 # Section 6: each method's own value for a ``methods.*`` field left at None. A method reads only its

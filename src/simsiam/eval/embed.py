@@ -20,6 +20,7 @@ import torch
 from tqdm import tqdm
 
 from ..data import ImageFiles, load_dataset
+from ..models import input_channels
 from .features import eval_mode, extract_features
 from .normalisation import training_normalisation
 from .pretrained import load_pretrained
@@ -29,6 +30,23 @@ def folder_images(data_dir: str | Path, channels: int, mean, std) -> ImageFiles:
     """Every image under ``data_dir`` (recursive, sorted), decoded as ``channels``-channel images."""
     found = load_dataset("folder", "train", str(data_dir))
     return ImageFiles(found.paths, found.labels, "folder", 0, channels=channels, mean=mean, std=std)
+
+
+def embed_images(model, cfg, images: ImageFiles, *, projector: bool = False, image_size: int = 0,
+                 batch_size: int = 256, device: str | torch.device = "cpu", progress: bool = True,
+                 num_workers: int = 0) -> tuple[torch.Tensor, list[int], list[str], int]:
+    """``(features (N, D), indices of the images embedded, unreadable paths, input size)`` of ``images``
+    with a loaded model: pooled backbone features, or with ``projector`` its output z."""
+    size = image_size or cfg.data.image_size or 224
+    net = model.encode if projector else model.backbone
+    bar = tqdm(total=len(images), unit="img", desc="embedding", disable=not progress, file=sys.stderr)
+    with eval_mode(model):
+        feats, _, kept, unreadable = extract_features(net, images, device=torch.device(device), batch_size=batch_size,
+                                                      image_size=size, num_workers=num_workers, progress=bar.update)
+    bar.close()
+    if feats.shape[0] == 0:  # nothing readable: still an (0, D) array, so readers need no special case
+        feats = torch.zeros(0, cfg.model.dim if projector else model.backbone.num_features)
+    return feats, kept, unreadable, size
 
 
 def embed_folder(checkpoint: str | Path, data_dir: str | Path, out_dir: str | Path, *, projector: bool = False,
@@ -42,22 +60,15 @@ def embed_folder(checkpoint: str | Path, data_dir: str | Path, out_dir: str | Pa
     t_start = time.perf_counter()
     dev = torch.device(device)
     model, cfg = load_pretrained(checkpoint, dev)
-    channels = model.backbone.conv1.in_channels
+    channels = input_channels(model.backbone)
     mean, std = training_normalisation(cfg, channels)
     images = folder_images(data_dir, channels, mean, std)
-    size = image_size or cfg.data.image_size or 224
-    net = model.encode if projector else model.backbone
-
-    bar = tqdm(total=len(images), unit="img", desc="embedding", disable=not progress, file=sys.stderr)
-    with eval_mode(model):
-        feats, _, kept, unreadable = extract_features(net, images, device=dev, batch_size=batch_size,
-                                                      image_size=size, num_workers=num_workers, progress=bar.update)
-    bar.close()
+    feats, kept, unreadable, size = embed_images(model, cfg, images, projector=projector, image_size=image_size,
+                                                 batch_size=batch_size, device=dev, progress=progress,
+                                                 num_workers=num_workers)
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if feats.shape[0] == 0:  # nothing readable: still an (0, D) array, so readers need no special case
-        feats = torch.zeros(0, cfg.model.dim if projector else model.backbone.num_features)
     array = feats.numpy().astype(np.float32, copy=False)
     np.save(out / "embeddings.npy", array)
     with open(out / "index.csv", "w", newline="") as fh:

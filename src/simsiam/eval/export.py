@@ -7,6 +7,8 @@
 * ``detectron2``: keys renamed to detectron2's ResNet names (``stem.conv1``, ``res2.0.conv1.norm``,
   ``res2.0.shortcut`` ...) in ``{"model": ..., "__author__": "simsiam", "matching_heuristics": True}``,
   a torch file that detectron2's ``DetectionCheckpointer`` reads (``MODEL.WEIGHTS``).
+* ``onnx``: the backbone (with ``include_heads``, backbone + projector) as an ONNX graph with a
+  dynamic batch axis (``export_onnx.py``), for onnxruntime and every other ONNX runtime.
 
 Every file is written atomically: a crash leaves no half-written export.
 """
@@ -21,11 +23,12 @@ from torch import nn
 
 from ..artifacts.checkpoint import save_atomic, write_atomic
 from ..config import Config
-from ..models import TORCHVISION_EQUIVALENT
+from ..models import BACKBONES, TORCHVISION_EQUIVALENT, input_channels
+from .export_onnx import export_onnx, onnxruntime_how_to
 from .normalisation import training_normalisation
 from .pretrained import load_pretrained
 
-FORMATS = ("torchvision", "safetensors", "detectron2")
+FORMATS = ("torchvision", "safetensors", "detectron2", "onnx")
 
 
 @dataclass
@@ -156,14 +159,17 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path, include
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
-    if include_heads and fmt != "safetensors":
-        raise ValueError("--include-heads is only for --format safetensors; the torchvision and detectron2 "
-                         "formats hold the backbone only")
+    if include_heads and fmt not in ("safetensors", "onnx"):
+        raise ValueError("--include-heads is only for --format safetensors (the whole model) and onnx (backbone + "
+                         "projector); the torchvision and detectron2 formats hold the backbone only")
     if fmt == "detectron2" and str(out).endswith(".pkl"):
         raise ValueError(f"{str(out)!r}: detectron2 reads a .pkl file as a plain pickle of NumPy arrays, but this "
                          "export is a torch file; name it .pth (detectron2 loads .pth files with torch.load)")
     model, cfg = load_pretrained(checkpoint)
-    in_channels = model.backbone.conv1.in_channels
+    if fmt in ("torchvision", "detectron2") and cfg.model.backbone not in BACKBONES:
+        raise ValueError(f"--format {fmt} is for the built-in ResNets; this run's backbone is "
+                         f"{cfg.model.backbone}: use --format safetensors or onnx")
+    in_channels = input_channels(model.backbone)
     out = Path(out)
     state = backbone_state(model)
     mismatches = torchvision_mismatches(cfg, in_channels)
@@ -174,6 +180,15 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path, include
                         f"{'torchvision constructor' if fmt == 'torchvision' else 'detectron2 ResNet'} as it is"
                         + ("; the lines printed below rebuild the difference with torchvision's own parts"
                            if fmt == "torchvision" else ""))
+    if fmt == "onnx":
+        mean, std = training_normalisation(cfg, in_channels)
+        size = cfg.data.image_size or 224
+        meta = {"producer": "simsiam", "backbone": cfg.model.backbone, "image_size": str(size),
+                "channels": str(in_channels), "mean": ",".join(map(str, mean)), "std": ",".join(map(str, std)),
+                "output": "projector z" if include_heads else "pooled backbone features"}
+        export_onnx(model, out, channels=in_channels, image_size=size, metadata=meta, include_projector=include_heads)
+        return ExportResult(path=out, format=fmt, num_tensors=len(state), warnings=warnings,
+                            how_to_load=onnxruntime_how_to(out, in_channels, size, mean, std))
     if fmt == "torchvision":
         save_atomic(state, out)
         how = torchvision_how_to_load(model.backbone, cfg, out)

@@ -40,6 +40,7 @@ from torch import nn
 
 from ..data import load_dataset
 from ..data.subset import subset
+from ..models import input_channels
 from ..optim import cosine_lr, set_lr
 from ..optim.lars import build_lars
 from .features import extract_features
@@ -264,7 +265,7 @@ def linear_evaluate(checkpoint: str | Path, cfg: Optional[LinearConfig] = None,
     num_classes = max(train_set.num_classes, test_set.num_classes)
     if num_classes == 0:
         raise ValueError(f"dataset {name!r} has no labels; linear evaluation needs a labelled dataset")
-    in_channels = backbone.conv1.in_channels
+    in_channels = input_channels(backbone)
     if train_set.channels != in_channels:
         raise ValueError(f"dataset {name!r} has {train_set.channels}-channel images but the checkpoint's backbone "
                          f"takes {in_channels}; evaluate on a dataset with {in_channels} channel(s)")

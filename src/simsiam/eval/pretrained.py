@@ -17,22 +17,28 @@ from . import eval_mode, extract_features
 from .knn_sharded import sharded_knn_sweep
 
 
-def load_pretrained(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, Config]:
+def load_pretrained(path: str | Path, device: str | torch.device = "cpu",
+                    backbone: Optional[nn.Module] = None) -> tuple[nn.Module, Config]:
     """The method (backbone + heads) with its trained weights, in eval mode, and its config.
 
-    ``path``: a checkpoint file or a run directory. Raises ``CheckpointError`` with a clear message
-    when the file is missing, unreadable or of another architecture.
+    ``path``: a checkpoint file or a run directory. ``backbone``: for a run trained with your own
+    module, a fresh one of the same class (the weights come from the checkpoint). Raises
+    ``CheckpointError`` with a clear message when the file is missing, unreadable or of another
+    architecture.
     """
     saved = ckpt_io.load(path)
     cfg = from_dict(saved["config"])
     in_channels = cfg.model.in_channels or _infer_in_channels(saved["model"])
-    model = build_method(cfg, in_channels)
+    model = build_method(cfg, in_channels, backbone)
     ckpt_io.load_model_state(model, saved["model"])
     return model.to(device).eval(), cfg
 
 
 def _infer_in_channels(state: dict) -> int:
-    return int(state["backbone.conv1.weight"].shape[1]) if "backbone.conv1.weight" in state else 3
+    """The input channels of the backbone's first convolution (the first 4-d weight: a ResNet's
+    conv1, a ViT's patch embedding); 3 when there is none."""
+    first = next((v for k, v in state.items() if k.startswith("backbone.") and v.dim() == 4), None)
+    return int(first.shape[1]) if first is not None else 3
 
 
 def knn_evaluate(path: str | Path, *, dataset: Optional[str] = None, data_dir: Optional[str] = None,

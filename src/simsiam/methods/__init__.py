@@ -6,6 +6,10 @@ and is built as ``Method(cfg, backbone)`` by :func:`build_method`.
 """
 from __future__ import annotations
 
+from typing import Optional
+
+from torch import nn
+
 from ..config import Config
 from ..models import build_backbone
 from .base import Method
@@ -28,9 +32,15 @@ METHODS: dict[str, type[Method]] = {
 }
 
 
-def build_method(cfg: Config, in_channels: int) -> Method:
-    """Backbone from the registry plus the method's heads, as the config says."""
+def build_method(cfg: Config, in_channels: int, backbone: Optional[nn.Module] = None) -> Method:
+    """Backbone from the registry (or ``backbone``, a module of your own) plus the method's heads,
+    as the config says. Your own backbone needs ``num_features`` and a forward that returns pooled
+    features ``(B, num_features)``."""
     m = cfg.model
-    backbone = build_backbone(m.backbone, in_channels=m.in_channels or in_channels, width=m.width,
-                              zero_init_residual=m.zero_init_residual)
+    if backbone is None:
+        backbone = build_backbone(m.backbone, in_channels=m.in_channels or in_channels, width=m.width,
+                                  zero_init_residual=m.zero_init_residual, image_size=cfg.data.image_size)
+    elif not isinstance(getattr(backbone, "num_features", None), int):
+        raise ValueError(f"your backbone {type(backbone).__name__} needs an integer attribute num_features: the "
+                         "width of the pooled features (B, num_features) its forward returns")
     return METHODS[cfg.method](cfg, backbone)

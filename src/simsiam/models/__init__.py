@@ -1,5 +1,12 @@
-"""Backbones (a registry) and the MLP head builder."""
-from .backbones import BACKBONES, TORCHVISION_EQUIVALENT, ResNet, build_backbone
+"""Backbones (a registry, plus any timm model as ``timm:<name>``) and the MLP head builder."""
+from .backbones import (
+    BACKBONES,
+    CUSTOM_PREFIX,
+    TORCHVISION_EQUIVALENT,
+    ResNet,
+    build_backbone,
+    input_channels,
+)
 from .heads import HEAD_BN, mlp, predictor, projector
 
-__all__ = ["BACKBONES", "TORCHVISION_EQUIVALENT", "ResNet", "build_backbone", "HEAD_BN", "mlp", "predictor", "projector"]
+__all__ = ["BACKBONES", "CUSTOM_PREFIX", "TORCHVISION_EQUIVALENT", "ResNet", "build_backbone", "input_channels", "HEAD_BN", "mlp", "predictor", "projector"]

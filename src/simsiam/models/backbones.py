@@ -2,7 +2,8 @@
 
 The module and parameter names are torchvision's (``conv1``, ``bn1``, ``layer1.0.conv1`` ...), so a
 standard-width ImageNet-stem backbone saves a state dict that ``torchvision.models.resnet50()``
-loads as it is (only ``fc`` missing). Every backbone returns pooled features ``(B, num_features)``.
+loads as it is (only ``fc`` missing). Every backbone returns pooled features ``(B, num_features)``; ``timm:<name>`` builds any timm model
+(``models/timm_backbones.py``).
 """
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.models.resnet import BasicBlock, Bottleneck
+
+from .timm_backbones import build_timm_backbone, is_timm
 
 Block = Type[Union[BasicBlock, Bottleneck]]
 
@@ -115,11 +118,31 @@ BACKBONES: dict[str, Callable[..., ResNet]] = {
     "resnet34_cifar": _factory(BasicBlock, [3, 4, 6, 3], "cifar"),
 }
 
+# ``model.backbone`` of a run given its backbone as a module through the Python API: the prefix
+# plus the module's class name (the module itself cannot be rebuilt from a name).
+CUSTOM_PREFIX = "custom:"
+
 # The torchvision constructor whose state dict a standard-width, 3-channel backbone matches.
 TORCHVISION_EQUIVALENT = {"resnet18": "resnet18", "resnet34": "resnet34", "resnet50": "resnet50"}
 
 
-def build_backbone(name: str, in_channels: int = 3, width: int = 64, zero_init_residual: bool = True) -> ResNet:
+def build_backbone(name: str, in_channels: int = 3, width: int = 64, zero_init_residual: bool = True,
+                   image_size: int = 0) -> nn.Module:
+    """A registry ResNet, or any timm model for a ``timm:<name>`` (``width`` and ``zero_init_residual``
+    are the ResNets' options; a timm model's size is its name, ``image_size`` is for ViTs)."""
+    if is_timm(name):
+        return build_timm_backbone(name, in_channels, image_size)
+    if name.startswith(CUSTOM_PREFIX):
+        raise ValueError(f"this run trained your own backbone ({name}); build it again and pass it, e.g. "
+                         f"load_pretrained(path, backbone={name[len(CUSTOM_PREFIX):]}(...))")
     if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(sorted(BACKBONES))}")
+        raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(sorted(BACKBONES))}, "
+                         "or timm:<any timm model>")
     return BACKBONES[name](in_channels=in_channels, width=width, zero_init_residual=zero_init_residual)
+
+
+def input_channels(backbone: nn.Module) -> int:
+    """The channel count a backbone takes: that of its first convolution (a ResNet's conv1, a ViT's
+    patch embedding), 3 when it has none."""
+    first = next((m for m in backbone.modules() if isinstance(m, nn.Conv2d)), None)
+    return first.in_channels if first is not None else 3

@@ -123,7 +123,16 @@ class CpuSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
 
 def convert_sync_batchnorm(module: nn.Module, device: torch.device) -> nn.Module:
     """Replace every BatchNorm{1,2,3}d in ``module`` by a synchronized one (parameters and buffers
-    are shared, not copied, so an optimiser built before the conversion still holds them)."""
+    are shared, not copied, so an optimiser built before the conversion still holds them).
+
+    A BatchNorm subclass with a forward of its own (timm's ``BatchNormAct2d`` adds the activation)
+    would lose it in the conversion: refused, with what to do."""
+    plain = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, CpuSyncBatchNorm)
+    for name, m in module.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and type(m) not in plain:
+            raise ValueError(f"run.sync_bn: {name} is a {type(m).__name__}, a BatchNorm with a forward of its own "
+                             "that SyncBN would replace by a plain BatchNorm; set run.sync_bn=false (per-device "
+                             "BN) or choose a model with plain BatchNorm layers")
     if device.type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     return _convert_to_cpu_sync(module)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from torch import nn
 
 from ..artifacts import checkpoint as ckpt_io
 from ..artifacts.report import git_commit, write_outputs
@@ -30,12 +31,14 @@ from ..eval.baselines import cached_baseline_knn, verdict
 from ..eval.monitor import KnnMonitor, is_collapsed, normalised_std
 from ..methods import build_method
 from ..methods.base import Method
+from ..models import BACKBONES, CUSTOM_PREFIX
 from ..optim import build_optimizer
 from ..parallel import distributed as dist
 from ..resolve import resolve
 from ..seeding import seed_everything
 from . import speed
 from .loop import EpochTotals, run_epoch
+from .pictures import log_augmented_views, log_embedding_projector
 from .resources import peak_memory, reset_peak_memory
 from .resume import check_resume
 from .step import LrSchedule, TrainStep
@@ -71,27 +74,37 @@ class _Run:
     knn: Optional[KnnMonitor]
     images: str  # what the run trains and evaluates on (RunResult.images)
     poll: Poll
+    eval_set: object = None  # the kNN monitor's labelled queries (the embedding projector shows them)
     start_epoch: int = 0
     step: int = 0  # optimiser steps taken so far
     resumed_position: Optional[EpochTotals] = None  # where in start_epoch a mid-epoch checkpoint left off
 
 
-def pretrain(cfg: Config, resume: bool = False, stop: Optional[StopRequest] = None) -> RunResult:
+def pretrain(cfg: Config, resume: bool = False, stop: Optional[StopRequest] = None,
+             backbone: Optional[nn.Module] = None) -> RunResult:
     """Pretrain as ``cfg`` says; with ``resume`` continue the run in ``cfg.run.out_dir`` from its checkpoint.
 
+    ``backbone``: a module of your own instead of ``cfg.model.backbone`` (it needs ``num_features``
+    and a forward returning pooled features ``(B, num_features)``); the run records its class name,
+    and resuming or loading the run takes the module again.
     Under torchrun this same call runs in every process (DDP, SyncBN, the global batch split over
     ranks); only rank 0 writes. SIGTERM, SIGINT and SIGUSR1 (or ``stop.request(...)``) end the run
     after the current step with a checkpoint: ``result.stopped_early == "signal"``.
     """
     with stop or StopRequest() as stop:
-        run = _set_up(cfg, resume, stop)
+        run = _set_up(cfg, resume, stop, backbone)
         try:
             result = _train_epochs(run)
         except Interrupted as err:
             err.run_dir = run.run_dir  # for the CLI's line: which checkpoint is left
+            run.log.close()
             raise
     if result.stopped_early != "signal":
         _compare_with_baselines(run, result)
+        if run.eval_set is not None and "tensorboard" in run.cfg.run.loggers:
+            log_embedding_projector(run.log, run.method.backbone, run.eval_set, device=run.device,
+                                    image_size=run.cfg.data.image_size, step=run.step)
+    run.log.close()
     if dist.is_main() and result.stopped_early != "signal":
         write_outputs(run.run_dir, run.cfg, result)
     return result
@@ -99,9 +112,12 @@ def pretrain(cfg: Config, resume: bool = False, stop: Optional[StopRequest] = No
 
 # ------------------------------------------------------------------------------------------ set-up
 
-def _set_up(cfg: Config, resume: bool, stop: StopRequest) -> _Run:
+def _set_up(cfg: Config, resume: bool, stop: StopRequest, backbone: Optional[nn.Module]) -> _Run:
     saved = ckpt_io.load(Path(cfg.run.out_dir) / "checkpoint.pt") if resume else None
-    cfg = resolve(_run_config(cfg, saved))
+    cfg = _run_config(cfg, saved)
+    if backbone is not None:
+        cfg.model.backbone = CUSTOM_PREFIX + type(backbone).__name__
+    cfg = resolve(cfg)
     device = dist.init(cfg.run.device)
     cfg.run.amp, precision = speed.resolve_amp(cfg.run.amp, device)  # saved as chosen: a resume keeps it
     reset_peak_memory(device)  # this run's peak, not that of an earlier run in the same process
@@ -112,9 +128,9 @@ def _set_up(cfg: Config, resume: bool, stop: StopRequest) -> _Run:
     seed_everything(cfg.run.seed)
 
     run_dir = _prepare_run_dir(cfg, resume)
-    log = RunLog(run_dir, quiet=cfg.run.quiet)
+    log = RunLog(run_dir, quiet=cfg.run.quiet, loggers=cfg.run.loggers, resume_step=saved["step"] if saved else 0)
     train_set, eval_set = _load_data(cfg, log)
-    method = build_method(cfg, train_set.channels).to(device)
+    method = build_method(cfg, train_set.channels, backbone).to(device)
     optimizer = build_optimizer(method.param_groups(), cfg.optim)
     loader = build_train_loader(train_set, cfg, method.num_views, device)
     train_step = TrainStep(method, optimizer, LrSchedule.from_config(cfg, len(loader)), cfg, device, log.warn)
@@ -124,15 +140,24 @@ def _set_up(cfg: Config, resume: bool, stop: StopRequest) -> _Run:
                          image_size=cfg.data.image_size, channels_last=cfg.run.channels_last)
     images = f"train {describe(train_set)}" + (f", kNN queries {describe(eval_set)}" if eval_set is not None else "")
     poll = Poll(stop, cfg.run.checkpoint_every_steps, cfg.run.checkpoint_every_minutes)
-    run = _Run(cfg, device, run_dir, log, method, optimizer, loader, train_step, knn, images, poll)
+    run = _Run(cfg, device, run_dir, log, method, optimizer, loader, train_step, knn, images, poll, eval_set)
     if saved is not None:
         _restore(run, saved)
-    elif dist.is_main():
-        log.info(f"run {run_dir}: {cfg.method}, {cfg.model.backbone} (width {cfg.model.width}), "
+        return run
+    log_augmented_views(log, loader, train_set, epoch=0)
+    if dist.is_main():
+        log.info(f"run {run_dir}: {cfg.method}, {_backbone_words(cfg, method)}, "
                  f"{describe(train_set)}, batch {cfg.optim.batch_size}, lr {train_step.schedule.peak_lr:.4g}, "
                  f"{cfg.optim.epochs} epochs x {len(loader)} steps, device {device}, "
                  f"{type(loader).__name__}, {dist.world_size()} process(es), precision {precision}")
     return run
+
+
+def _backbone_words(cfg: Config, method: Method) -> str:
+    if cfg.model.backbone in BACKBONES:
+        return f"{cfg.model.backbone} (width {cfg.model.width})"
+    params = sum(p.numel() for p in method.backbone.parameters())
+    return f"{cfg.model.backbone} ({params / 1e6:.2f}M parameters, {method.backbone.num_features} features)"
 
 
 def _run_config(cfg: Config, saved: Optional[dict]) -> Config:
@@ -193,11 +218,8 @@ def _restore(run: _Run, saved: dict) -> None:
                 "start the run anew")
         where = f", batch {batches + 1}/{len(run.loader)}"
     ckpt_io.set_rng_state(saved["rng"])
-    if dist.is_main():  # drop records of the steps the interruption cut short: the resumed run redoes them
-        kept = [r for r in read_metrics(run.run_dir)
-                if r.get("epoch", 0) < run.start_epoch or r.get("kind") == "stopped"
-                or (r.get("epoch") == run.start_epoch and r.get("kind") == "step" and r["step"] <= run.step)]
-        (run.run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in kept))
+    # drop records of the steps the interruption cut short: the resumed run redoes them
+    run.log.keep_until(run.start_epoch, run.step)
     run.log.info(f"resuming {run.run_dir} at epoch {run.start_epoch + 1}/{run.cfg.optim.epochs}{where} (step {run.step})")
 
 

@@ -16,7 +16,7 @@ from ..artifacts import checkpoint as ckpt_io
 from ..config import Config, ConfigError, from_dict
 from ..resolve import resolve
 
-CHANGEABLE_ON_RESUME = ("optim.epochs", "run.out_dir", "run.quiet", "run.device", "run.log_every",
+CHANGEABLE_ON_RESUME = ("optim.epochs", "run.out_dir", "run.quiet", "run.device", "run.log_every", "run.loggers",
                         "run.checkpoint_every_steps", "run.checkpoint_every_minutes", "run.keep_checkpoints",
                         "data.data_dir", "data.num_workers", "data.eval_limit", "monitor.")
 
