@@ -7,8 +7,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
-# The device machine brings its own torch: install only this package, never its dependencies.
-if ! "$PYTHON" -c "import simsiam" >/dev/null 2>&1; then
-  "$PYTHON" -m pip install --quiet --no-deps -e . || { echo "error: could not install the package (pip install --no-deps -e .)" >&2; exit 2; }
+# This checkout's code, imported from src/ (and so by every part's subprocess): nothing to install,
+# which matters on a device machine without network (pip would fetch setuptools to build).
+export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+if ! err=$("$PYTHON" -c "import simsiam.cli" 2>&1); then
+  echo "error: the package does not import with this Python ($("$PYTHON" --version 2>&1)): ${err##*$'\n'}" >&2
+  echo "       it needs torch, torchvision, numpy, pyyaml, matplotlib, scikit-learn, safetensors, tqdm, pillow" >&2
+  exit 2
 fi
 exec "$PYTHON" scripts/gpu_figures.py "$@"
