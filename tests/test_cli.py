@@ -57,12 +57,20 @@ def test_corrupt_image_is_reported_and_skipped(tmp_path, capsys):
     out = tmp_path / "run"
     rc = main(["pretrain", "--preset", "digits", "--out-dir", str(out), "--quiet", "--data-dir", str(tmp_path / "imgs"),
                "data.dataset=folder", "data.eval_split=", "data.image_size=16", "aug.recipe=cifar",
-               "model.in_channels=3", "optim.batch_size=8", "optim.epochs=1", "data.num_workers=0"])
+               "model.in_channels=3", "optim.batch_size=8", "optim.epochs=1", "data.num_workers=0",
+               "data.pipeline=per_image"])  # the files read every epoch (the decoded cache: below)
     assert rc == 0
     captured = capsys.readouterr()
     assert "broken.jpg" in captured.err and "skipped 1 unreadable" in captured.err
     epoch = [json.loads(l) for l in open(out / "metrics.jsonl") if '"kind": "epoch"' in l][0]
     assert epoch["skipped_images"] == 1
+    # On the default (cached, batched) path the broken file is named once, when the folder is decoded.
+    rc = main(["pretrain", "--preset", "digits", "--out-dir", str(tmp_path / "cached"), "--quiet", "--data-dir",
+               str(tmp_path / "imgs"), "data.dataset=folder", "data.eval_split=", "data.image_size=16",
+               "aug.recipe=cifar", "model.in_channels=3", "optim.batch_size=8", "optim.epochs=1"])
+    assert rc == 0
+    captured = capsys.readouterr()
+    assert "broken.jpg" in captured.err and "left out 1 unreadable" in captured.err
 
 
 @pytest.mark.parametrize("command", ["pretrain", "knn", "presets"])

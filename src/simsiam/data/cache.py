@@ -45,13 +45,15 @@ def cache_root() -> Path:
     return Path(os.environ.get("SIMSIAM_CACHE_DIR") or Path.home() / ".cache" / "simsiam")
 
 
-def decoded_if_configured(dataset, d: DataConfig, log: Callable[[str], None] = print):
+def decoded_if_configured(dataset, d: DataConfig, log: Callable[[str], None] = print,
+                          warn: Optional[Callable[[str], None]] = None):
     """The dataset the run should use: a files dataset decoded into the cache when ``data.cache`` is on,
     an image size is set and the pipeline is not the per-image reference; else ``dataset`` itself."""
     if not (d.cache and isinstance(dataset, ImageFiles) and d.image_size and d.pipeline != "per_image"):
         return dataset
     root = Path(os.path.expanduser(d.cache_dir)) if d.cache_dir else cache_root() / "images"
-    return cached(dataset, d.cache_side or d.image_size, root, max_bytes=d.cache_max_gb * 2**30, log=log) or dataset
+    return cached(dataset, d.cache_side or d.image_size, root, max_bytes=d.cache_max_gb * 2**30, log=log,
+                  warn=warn) or dataset
 
 
 def cache_key(dataset: ImageFiles, side: int) -> str:
@@ -112,9 +114,12 @@ def build(dataset: ImageFiles, side: int, images_path: Path, workers: int, progr
 
 
 def cached(dataset: ImageFiles, side: int, cache_dir: Path, *, max_bytes: float = 16e9,
-           log: Callable[[str], None] = print, workers: int = 0) -> Optional[InMemoryImages]:
+           log: Callable[[str], None] = print, warn: Optional[Callable[[str], None]] = None,
+           workers: int = 0) -> Optional[InMemoryImages]:
     """``dataset`` decoded at ``side`` as an :class:`InMemoryImages` memory-mapped from the cache
-    (built first when needed), or None when it would take more than ``max_bytes``."""
+    (built first when needed), or None when it would take more than ``max_bytes``. Unreadable files
+    are reported through ``warn`` (``log`` when not given)."""
+    warn = warn or log
     size = len(dataset) * dataset.channels * side * side
     if size > max_bytes:
         log(f"not caching {dataset.name}: {size / 2**30:.1f} GiB decoded is over data.cache_max_gb "
@@ -132,7 +137,7 @@ def cached(dataset: ImageFiles, side: int, cache_dir: Path, *, max_bytes: float 
             json.dump(index, fh)
         os.replace(tmp, index_path)  # last: its presence says the images file is complete
         if index["unreadable"]:
-            log(f"left out {len(index['unreadable'])} unreadable image(s), e.g. {index['unreadable'][:3]}")
+            warn(f"left out {len(index['unreadable'])} unreadable image(s), e.g. {index['unreadable'][:3]}")
     index = json.loads(index_path.read_text())
     # Copy-on-write mapping: pages are read on demand and shared between runs; nothing writes back.
     images = torch.from_numpy(np.load(images_path, mmap_mode="c"))

@@ -193,11 +193,12 @@ def _prepare_run_dir(cfg: Config, resume: bool) -> Path:
 
 def _load_data(cfg: Config, log: RunLog):
     d = cfg.data
-    train_set = decoded_if_configured(subset(load_dataset(d.dataset, "train", d.data_dir), d.train_limit), d, log.info)
+    train_set = decoded_if_configured(subset(load_dataset(d.dataset, "train", d.data_dir), d.train_limit), d,
+                                      log.info, log.warn)
     eval_set = None
     if d.eval_split:
         eval_set = decoded_if_configured(subset(load_dataset(d.dataset, d.eval_split, d.data_dir), d.eval_limit), d,
-                                         log.info)
+                                         log.info, log.warn)
     return train_set, eval_set
 
 
