@@ -105,7 +105,7 @@ def test_runner_records_failures_and_divergence_goes_on_and_skips_finished_runs(
     assert 0 <= records[2]["linear"]["top1"] <= 100 and (tmp_path / "t" / "ok" / "seed0" / "linear.json").is_file()
     assert "fewer than one batch" in records[0]["outcome"]["error"]
     assert (tmp_path / "t" / "fails" / "seed0" / "error.txt").is_file()
-    assert [r["metrics"][-1]["epochs_done"] for r in records[2:]] == [1]
+    assert [[m for m in r["metrics"] if m["kind"] == "epoch"][-1]["epochs_done"] for r in records[2:]] == [1]
     calls.clear()
     again = run_rows("t", rows, linear_epochs=2, **kw)
     assert calls == [str(tmp_path / "t" / "fails" / "seed0")]  # a failure is retried; the others are finished

@@ -19,11 +19,14 @@ import traceback
 from pathlib import Path
 from typing import Callable, Optional
 
+import torch
+
 from ..artifacts import checkpoint as ckpt_io
 from ..artifacts.runlog import read_metrics
 from ..config import Config, ConfigError, apply_overrides, from_dict
 from ..config.presets import get_preset
 from ..resolve import resolve
+from ..train.speed import resolve_amp
 
 Log = Callable[[str], None]
 
@@ -75,6 +78,10 @@ def _identity(cfg: Config) -> dict:
     d = resolve(copy.deepcopy(cfg)).to_dict()
     for key in ("out_dir", "quiet", "log_every"):
         d["run"].pop(key, None)
+    # A finished run records what run.amp=auto chose on this machine: compare like with like.
+    device = torch.device("cuda" if str(d["run"]["device"]).startswith("cuda")
+                          or (d["run"]["device"] == "auto" and torch.cuda.is_available()) else "cpu")
+    d["run"]["amp"] = resolve_amp(d["run"]["amp"], device)[0]
     return d
 
 

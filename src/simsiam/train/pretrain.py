@@ -114,10 +114,10 @@ def pretrain(cfg: Config, resume: bool = False, stop: Optional[StopRequest] = No
 
 def _set_up(cfg: Config, resume: bool, stop: StopRequest, backbone: Optional[nn.Module]) -> _Run:
     saved = ckpt_io.load(Path(cfg.run.out_dir) / "checkpoint.pt") if resume else None
-    cfg = _run_config(cfg, saved)
-    if backbone is not None:
+    cfg = copy.deepcopy(cfg)
+    if backbone is not None:  # named before the resume check, which compares it with the run's
         cfg.model.backbone = CUSTOM_PREFIX + type(backbone).__name__
-    cfg = resolve(cfg)
+    cfg = resolve(_run_config(cfg, saved))
     device = dist.init(cfg.run.device)
     cfg.run.amp, precision = speed.resolve_amp(cfg.run.amp, device)  # saved as chosen: a resume keeps it
     reset_peak_memory(device)  # this run's peak, not that of an earlier run in the same process
