@@ -35,6 +35,7 @@ import torchvision.transforms.functional as TF
 from tqdm import tqdm
 
 from ..config import DataConfig
+from ..parallel import distributed as dist
 from .errors import UnreadableImage
 from .files import ImageFiles, _decode
 from .memory import InMemoryImages
@@ -128,7 +129,7 @@ def cached(dataset: ImageFiles, side: int, cache_dir: Path, *, max_bytes: float 
     cache_dir.mkdir(parents=True, exist_ok=True)
     stem = cache_dir / f"{dataset.name}-{len(dataset)}-{side}px-{cache_key(dataset, side)}"
     images_path, index_path = Path(f"{stem}.npy"), Path(f"{stem}.json")
-    if not index_path.is_file():
+    if not index_path.is_file() and dist.is_main():  # under torchrun rank 0 decodes, the others wait
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         log(f"decoding {len(dataset)} images of {dataset.name} once into {images_path} ({size / 2**20:.0f} MiB)")
         index = build(dataset, side, images_path, workers or cores)
@@ -138,6 +139,7 @@ def cached(dataset: ImageFiles, side: int, cache_dir: Path, *, max_bytes: float 
         os.replace(tmp, index_path)  # last: its presence says the images file is complete
         if index["unreadable"]:
             warn(f"left out {len(index['unreadable'])} unreadable image(s), e.g. {index['unreadable'][:3]}")
+    dist.barrier()
     index = json.loads(index_path.read_text())
     # Copy-on-write mapping: pages are read on demand and shared between runs; nothing writes back.
     images = torch.from_numpy(np.load(images_path, mmap_mode="c"))
