@@ -20,7 +20,7 @@ def epoch_batches(loader, method: Method, epoch: int, start_batch: int = 0) -> I
     """The epoch's batches as the steps see them, from batch ``start_batch`` on (a run resumed
     mid-epoch). A batch is ``{"views", "skipped"}``; ``views`` is None when every image of the
     batch was unreadable."""
-    return method.stream(loader.epoch(epoch, start_batch) if start_batch else loader.epoch(epoch))
+    return method.stream(loader.epoch(epoch, start_batch))
 
 
 @dataclass

@@ -117,7 +117,9 @@ def _set_up(cfg: Config, resume: bool, stop: StopRequest, backbone: Optional[nn.
     cfg = copy.deepcopy(cfg)
     if backbone is not None:  # named before the resume check, which compares it with the run's
         cfg.model.backbone = CUSTOM_PREFIX + type(backbone).__name__
-    cfg = resolve(_run_config(cfg, saved))
+    if saved is not None:  # a resumed run keeps its recipe; only resume.CHANGEABLE_ON_RESUME may differ
+        check_resume(saved, cfg, Path(cfg.run.out_dir))
+    cfg = resolve(cfg)
     device = dist.init(cfg.run.device)
     cfg.run.amp, precision = speed.resolve_amp(cfg.run.amp, device)  # saved as chosen: a resume keeps it
     reset_peak_memory(device)  # this run's peak, not that of an earlier run in the same process
@@ -158,14 +160,6 @@ def _backbone_words(cfg: Config, method: Method) -> str:
         return f"{cfg.model.backbone} (width {cfg.model.width})"
     params = sum(p.numel() for p in method.backbone.parameters())
     return f"{cfg.model.backbone} ({params / 1e6:.2f}M parameters, {method.backbone.num_features} features)"
-
-
-def _run_config(cfg: Config, saved: Optional[dict]) -> Config:
-    """The config to run: ``cfg``; on resume it must be the run's own recipe, but for the settings
-    ``resume.CHANGEABLE_ON_RESUME`` lists (the epochs, where and how to show progress...)."""
-    if saved is not None:
-        check_resume(saved, cfg, Path(cfg.run.out_dir))
-    return copy.deepcopy(cfg)
 
 
 def _prepare_run_dir(cfg: Config, resume: bool) -> Path:
