@@ -106,3 +106,29 @@ def test_the_bench_says_when_the_load_moved():
     from simsiam.perf.bench import load_moved
 
     assert load_moved((1.0, 1.0, 1.0), (2.1, 1.3, 1.1)) and not load_moved((1.0, 1.0, 1.0), (1.2, 1.0, 1.0))
+
+
+
+def test_the_bench_counts_other_processes_cpu_not_its_own():
+    """A child of the bench is the bench's; a process outside its tree (an orphan, reparented away
+    from us) is another process's load."""
+    import subprocess
+    import sys
+    import time
+
+    from simsiam.perf import others
+
+    if others.sample().ours is None:
+        pytest.skip("CPU times are read from /proc (Linux)")
+    spin = "import time\nt = time.time()\nwhile time.time() - t < 1.5: pass"
+    before = others.sample()
+    child = subprocess.Popen([sys.executable, "-c", spin])
+    time.sleep(1.2)
+    during = others.sample()  # the child is alive: its CPU is ours
+    child.wait()
+    assert (during.ours - before.ours) / others._TICKS > 0.6
+    before = others.sample()
+    subprocess.run(["sh", "-c", f'"{sys.executable}" -c "{spin}" &'], check=True)  # sh exits: the spinner is orphaned
+    time.sleep(1.2)
+    busy = others.busy_cores(before, others.sample())
+    assert busy is not None and busy > 0.5

@@ -26,6 +26,15 @@ def test_cifar_stem_is_3x3_stride1_without_maxpool():
     assert imagenet.conv1.kernel_size == (7, 7) and isinstance(imagenet.maxpool, nn.MaxPool2d)
 
 
+def test_small_stem_pools_to_half_the_side_with_the_cifar_trunks_parameters():
+    small = build_backbone("resnet18_small", in_channels=1, width=8)
+    cifar = build_backbone("resnet18_cifar", in_channels=1, width=8)
+    x = torch.randn(2, 1, 28, 28)
+    assert small.forward_maps(x).shape[-2:] == (2, 2) and cifar.forward_maps(x).shape[-2:] == (4, 4)
+    assert small.conv1.stride == (1, 1) and isinstance(small.maxpool, nn.MaxPool2d)
+    assert small.state_dict().keys() == cifar.state_dict().keys()  # the same weights: only the pooling differs
+
+
 def test_last_bn_of_every_residual_block_starts_at_zero():
     for name, attr in (("resnet18", "bn2"), ("resnet50", "bn3")):
         net = build_backbone(name, width=8)

@@ -9,7 +9,8 @@ from . import (
     pretrain,
     reproduce,
     similar,
+    sweep,
     visualize,
 )
 
-COMMANDS = [pretrain, knn, linear, embed, similar, export, visualize, presets, reproduce, bench]
+COMMANDS = [pretrain, knn, linear, embed, similar, export, visualize, presets, reproduce, sweep, bench]

@@ -115,6 +115,8 @@ def format_table(r: dict) -> str:
         + (f", CUDA {mem['peak_cuda_mb']:.0f} MiB allocated" if "peak_cuda_mb" in mem else ""),
         f"load average: {' '.join(f'{x:.2f}' for x in r['load_avg_before'])} before, "
         f"{' '.join(f'{x:.2f}' for x in r['load_avg_after'])} after ({r['cpu_cores']} cores)"
+        + (f"; other processes used {r['other_processes_cores']:.2f} cores meanwhile"
+           if r.get("other_processes_cores") is not None else "")
         + (" -- THE LOAD MOVED during the measurement: other processes shared the cores; re-run on a quiet "
            "machine before trusting the figures" if r.get("load_moved") else ""),
     ]

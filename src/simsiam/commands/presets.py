@@ -25,6 +25,12 @@ def run(args: argparse.Namespace) -> int:
         c = make()
         print(f"{name:9s} {c.data.dataset:11s} {c.model.backbone} width {c.model.width}, d={c.model.dim}, "
               f"batch {c.optim.batch_size}, base lr {c.optim.base_lr}, wd {c.optim.weight_decay}, "
-              f"{c.optim.epochs} epochs, aug {c.aug.recipe}")
+              f"{_length(c)}, aug {c.aug.recipe}")
         print(f"          {(make.__doc__ or '').strip().splitlines()[0]}")
     return 0
+
+
+def _length(c) -> str:
+    if c.optim.epochs:
+        return f"{c.optim.epochs} epochs"
+    return f"{c.optim.budget_images:,} images seen"

@@ -8,6 +8,8 @@ import re
 
 from .schema import CHOICES, LIST_CHOICES, METHOD_DEFAULTS, Config, ConfigError
 
+NO_BUDGET = "optim.epochs=0 needs a budget: set optim.budget_images=N (images seen) or optim.epochs=N"
+
 
 def validate(cfg: Config) -> Config:
     """Values out of range, closed vocabularies, and switches the chosen method would ignore.
@@ -27,16 +29,21 @@ def validate(cfg: Config) -> Config:
         if wrong:
             raise ConfigError(f"{key}: {', '.join(map(repr, wrong))} not valid; choose any of: {', '.join(allowed)}")
     positive = {
-        "optim.epochs": cfg.optim.epochs,
         "optim.batch_size": cfg.optim.batch_size,
         "model.dim": cfg.model.dim,
         "model.width": cfg.model.width,
         "monitor.knn_k": cfg.monitor.knn_k,
-        "monitor.every": cfg.monitor.every,
     }
     for key, value in positive.items():
         if value <= 0:
             raise ConfigError(f"{key} must be positive, got {value}")
+    # 0 is "chosen for the data" (train/budget.py): epochs from optim.budget_images, about 5 monitor points
+    for key, value in {"optim.epochs": cfg.optim.epochs, "optim.budget_images": cfg.optim.budget_images,
+                       "monitor.every": cfg.monitor.every}.items():
+        if value < 0:
+            raise ConfigError(f"{key} must be positive (or 0: chosen for the data), got {value}")
+    if cfg.optim.epochs == 0 and cfg.optim.budget_images == 0:
+        raise ConfigError(NO_BUDGET)
     if cfg.model.proj_layers < 1:
         raise ConfigError(f"model.proj_layers must be at least 1, got {cfg.model.proj_layers}")
     _check_hypothesis(cfg)

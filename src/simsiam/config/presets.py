@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .presets_cpu import digits, fmnist
+from .presets_cpu import digits, fmnist, small
 from .presets_methods import METHOD_PRESETS
 from .presets_paper import cifar10, imagenet
 from .schema import Config, ConfigError
 
 PRESETS: dict[str, Callable[[], Config]] = {
     "fmnist": fmnist,
+    "small": small,
     "cifar10": cifar10,
     "imagenet": imagenet,
     "digits": digits,

@@ -78,7 +78,8 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
-    epochs: int = 100
+    epochs: int = 100  # 0: from budget_images and the number of training images (train/budget.py)
+    budget_images: int = 0  # images seen in the whole run, when epochs=0 (the CPU presets' budget)
     batch_size: int = 512  # the global batch: the lr rule and DDP both read it as such
     base_lr: float = 0.05  # lr = base_lr * batch_size / 256
     momentum: float = 0.9
@@ -120,7 +121,7 @@ class MethodsConfig:
 
 @dataclass
 class MonitorConfig:
-    every: int = 1  # epochs between monitor evaluations (the last epoch is always evaluated)
+    every: int = 1  # epochs between monitor evaluations (the last is always one); 0: about 5 in the run
     knn_k: int = 200
     knn_t: float = 0.1
     baselines: bool = True  # at the end: raw-pixel and random-init kNN on the same data (cached per dataset)

@@ -29,6 +29,11 @@ def normalised_std(std: float, dim: int) -> float:
     return std * math.sqrt(dim)
 
 
+# Recorded besides monitor.knn_t at every evaluation: 0.1 (InstDisc's and this package's default) and
+# 0.2 (what the paper's authors used for their monitor), so that docs/RECIPES.md can compare them.
+COMPARED_TEMPERATURES = (0.1, 0.2)
+
+
 class KnnMonitor:
     def __init__(self, bank_set, query_set, *, k: int, t: float, device: torch.device, image_size: int = 0,
                  batch_size: int = 512, channels_last: bool = False):
@@ -47,9 +52,11 @@ class KnnMonitor:
             bank, bank_y, _, _ = extract_features(backbone, self.bank_set, **kw)
             query, query_y, _, _ = extract_features(backbone, self.query_set, **kw)
         # Under torchrun every rank holds both feature sets (gathered); the queries are split to classify.
+        ts = sorted({self.t, *COMPARED_TEMPERATURES})  # the same top-k: the extra temperatures cost nothing
         accs = sharded_knn_sweep(query.to(self.device), query_y, bank.to(self.device), bank_y, self.num_classes,
-                                 (self.k,), (self.t,))
-        return {"knn_acc": accs[f"k={self.k},t={self.t}"]}
+                                 (self.k,), ts)
+        return {"knn_acc": accs[f"k={self.k},t={self.t}"],
+                **{f"knn_acc_t{t:g}": accs[f"k={self.k},t={t}"] for t in ts}}
 
 
 def is_collapsed(std_sqrt_d: Optional[float], threshold: float) -> bool:

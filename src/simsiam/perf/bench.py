@@ -48,6 +48,7 @@ from ..train.loop import epoch_batches
 from ..train.resources import peak_memory, reset_peak_memory
 from ..train.speed import amp_dtype, to_memory_format
 from ..train.step import LrSchedule, TrainStep
+from . import others
 from .peaks import best_peak, dtype_name, measure_peaks
 
 # (channels, height, width) of each in-memory dataset, for --synthetic data of the preset's shape.
@@ -242,7 +243,7 @@ def run_bench(cfg: Config, opts: BenchOptions, warn: Callable[[str], None] = pri
         torch.set_num_threads(opts.threads)
     device = dist.init(cfg.run.device)
     ref_cfg = reference_config(cfg)
-    load_before = os.getloadavg()
+    load_before, cpu_before = os.getloadavg(), others.sample()
 
     train_set, ref_set = _load_train_sets(cfg, opts)
     channels = train_set.channels
@@ -274,7 +275,7 @@ def run_bench(cfg: Config, opts: BenchOptions, warn: Callable[[str], None] = pri
     end_to_end = (time_end_to_end(ours_loader, ours, opts, device, epoch=1),
                   time_end_to_end(ref_loader, ref, opts, device, epoch=1))
 
-    load_after = os.getloadavg()
+    load_after, others_busy = os.getloadavg(), others.busy_cores(cpu_before, others.sample())
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     flops = flops_per_image(cfg, channels, size, device)
     peaks = {k: max(peaks_before[k], peaks_after[k]) for k in peaks_before}
@@ -296,7 +297,9 @@ def run_bench(cfg: Config, opts: BenchOptions, warn: Callable[[str], None] = pri
         "warmup_rounds_until_stable": opts.warmup_taken,
         "load_avg_before": [round(x, 2) for x in load_before],
         "load_avg_after": [round(x, 2) for x in load_after],
-        "load_moved": load_moved(load_before, load_after),
+        "other_processes_cores": None if others_busy is None else round(others_busy, 2),
+        "load_moved": (others_busy > others.BUSY_BY_OTHERS if others_busy is not None
+                       else load_moved(load_before, load_after)),
         "ours": {"pipeline": ours_pipeline, "workers": ours_workers, "channels_last": cfg.run.channels_last,
                  "amp": dtype_name(ours_dtype), "compile": ours.compile_state},
         "reference": {"pipeline": "per_image", "workers": ref_workers, "channels_last": False, "amp": "fp32",
@@ -314,8 +317,8 @@ def run_bench(cfg: Config, opts: BenchOptions, warn: Callable[[str], None] = pri
 
 
 def load_moved(before: tuple, after: tuple) -> bool:
-    """Whether the load changed during the measurement by half a core or more (the 1-minute load
-    average: another process started or stopped beside the bench)."""
+    """Where CPU times are not readable (not Linux): whether the 1-minute load average changed by
+    half a core or more. The bench's own threads move it too, so this errs towards warning."""
     return abs(after[0] - before[0]) >= 0.5
 
 

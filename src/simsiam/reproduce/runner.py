@@ -10,14 +10,16 @@ copied from it instead of trained again (``outcome.json`` says ``reused_from``).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import fcntl
 import json
 import re
 import shutil
 import time
 import traceback
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 
@@ -25,7 +27,9 @@ from ..artifacts import checkpoint as ckpt_io
 from ..artifacts.runlog import read_metrics
 from ..config import Config, ConfigError, apply_overrides, from_dict
 from ..config.presets import get_preset
+from ..data.errors import DatasetNotFound
 from ..resolve import resolve
+from ..train.budget import settle_for_data
 from ..train.speed import resolve_amp
 
 Log = Callable[[str], None]
@@ -42,6 +46,10 @@ def row_config(preset: str, overrides: list[str], row: dict, seed: int, run_dir:
     apply_overrides(cfg, row.get("setup", []))
     apply_overrides(cfg, list(overrides))
     apply_overrides(cfg, row["overrides"])
+    try:
+        settle_for_data(cfg)  # a budget preset's epochs, which the warmup fraction and the resume checks need
+    except DatasetNotFound:
+        pass  # the run itself will fail with the places searched; a dry run or a config check need not
     if row.get("warmup_fraction"):  # the paper's 10 of 100 epochs, kept as a proportion of this run
         cfg.optim.warmup_epochs = row["warmup_fraction"] * cfg.optim.epochs
     cfg.run.seed, cfg.run.out_dir, cfg.run.quiet = seed, str(run_dir), True
@@ -189,6 +197,24 @@ def _linear(cfg: Config, epochs: int, log: Log) -> Optional[dict]:
     return result
 
 
+@contextlib.contextmanager
+def _claim(run_dir: Path) -> Iterator[bool]:
+    """An exclusive lock on ``run_dir`` (a lock file beside it), held while this process trains it;
+    yields False when another process holds it. So the same command started in two terminals
+    shares the runs out between them instead of training any twice."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(run_dir.with_name(run_dir.name + ".lock"), "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def run_rows(table: str, rows: list[dict], *, preset: str, seeds: list[int], overrides: list[str], out: Path,
              linear_epochs: int = 0, log: Log = print, train: bool = True) -> list[dict]:
     """Run every row x seed; returns one record per run: row, seed, run_dir, outcome, config, metrics, linear.
@@ -200,7 +226,12 @@ def run_rows(table: str, rows: list[dict], *, preset: str, seeds: list[int], ove
             cfg = row_config(preset, overrides, row, seed, run_dir)
             changes = row.get("setup", []) + list(overrides) + row["overrides"]
             log(f"[{table}] {row['name']} (seed {seed}): {' '.join(changes) or 'the preset as it is'}")
-            outcome = _train(cfg, log, train, out)
+            with _claim(run_dir) as mine:
+                if mine:
+                    outcome = _train(cfg, log, train, out)
+                else:
+                    outcome = {"status": "running elsewhere", "epochs": cfg.optim.epochs}
+                    log(f"  {run_dir}: another process is training it; going on to the next run")
             linear = _linear(cfg, linear_epochs, log) if linear_epochs and outcome["status"] == "done" else None
             records.append({"row": row["name"], "seed": seed, "run_dir": run_dir, "outcome": outcome,
                             "config": cfg, "linear": linear,

@@ -37,6 +37,7 @@ from ..parallel import distributed as dist
 from ..resolve import resolve
 from ..seeding import seed_everything
 from . import speed
+from .budget import settle_budget
 from .loop import EpochTotals, run_epoch
 from .pictures import log_augmented_views, log_embedding_projector
 from .resources import peak_memory, reset_peak_memory
@@ -117,6 +118,8 @@ def _set_up(cfg: Config, resume: bool, stop: StopRequest, backbone: Optional[nn.
     cfg = copy.deepcopy(cfg)
     if backbone is not None:  # named before the resume check, which compares it with the run's
         cfg.model.backbone = CUSTOM_PREFIX + type(backbone).__name__
+    train_files, eval_files = _choose_images(cfg)  # before any output: missing data fails here
+    budget_line = settle_budget(cfg, len(train_files))
     if saved is not None:  # a resumed run keeps its recipe; only resume.CHANGEABLE_ON_RESUME may differ
         check_resume(saved, cfg, Path(cfg.run.out_dir))
     cfg = resolve(cfg)
@@ -131,7 +134,9 @@ def _set_up(cfg: Config, resume: bool, stop: StopRequest, backbone: Optional[nn.
 
     run_dir = _prepare_run_dir(cfg, resume)
     log = RunLog(run_dir, quiet=cfg.run.quiet, loggers=cfg.run.loggers, resume_step=saved["step"] if saved else 0)
-    train_set, eval_set = _load_data(cfg, log)
+    if budget_line and saved is None and dist.is_main():
+        log.info(budget_line)
+    train_set, eval_set = _decode(cfg, train_files, eval_files, log)
     method = build_method(cfg, train_set.channels, backbone).to(device)
     optimizer = build_optimizer(method.param_groups(), cfg.optim)
     loader = build_train_loader(train_set, cfg, method.num_views, device)
@@ -185,14 +190,19 @@ def _prepare_run_dir(cfg: Config, resume: bool) -> Path:
     return run_dir
 
 
-def _load_data(cfg: Config, log: RunLog):
+def _choose_images(cfg: Config):
+    """The training images and the kNN monitor's queries (None without an eval split), subsets taken."""
     d = cfg.data
-    train_set = decoded_if_configured(subset(load_dataset(d.dataset, "train", d.data_dir), d.train_limit), d,
-                                      log.info, log.warn)
-    eval_set = None
-    if d.eval_split:
-        eval_set = decoded_if_configured(subset(load_dataset(d.dataset, d.eval_split, d.data_dir), d.eval_limit), d,
-                                         log.info, log.warn)
+    train_set = subset(load_dataset(d.dataset, "train", d.data_dir), d.train_limit)
+    eval_set = subset(load_dataset(d.dataset, d.eval_split, d.data_dir), d.eval_limit) if d.eval_split else None
+    return train_set, eval_set
+
+
+def _decode(cfg: Config, train_set, eval_set, log: RunLog):
+    """Image folders decoded into the memory-mapped cache where ``data.cache`` allows (data/cache.py)."""
+    train_set = decoded_if_configured(train_set, cfg.data, log.info, log.warn)
+    if eval_set is not None:
+        eval_set = decoded_if_configured(eval_set, cfg.data, log.info, log.warn)
     return train_set, eval_set
 
 

@@ -1,0 +1,132 @@
+"""``simsiam sweep``: a search over recipes on your own data, with the reproduce runner's machinery.
+
+Rows come from axes written ``KEY=V1,V2,...``: ``--grid`` axes multiply (every combination),
+``--vary`` axes move one at a time from the base recipe (the base row, then one row per other
+value). Every row x seed is a normal pretraining run in ``OUT/sweep/ROW/seedN`` (resumable,
+skipped once finished, copied when another row has the same settings); ``OUT/sweep/report.md``
+ranks the rows by kNN accuracy beside the pixels and the random-init network.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import time
+from pathlib import Path
+
+from ..artifacts.report import git_commit
+from ..config import ConfigError
+from .report import _final, _fmt, _speed, _stats
+
+SWEEP = "sweep"  # the table name: runs go to OUT/sweep/ROW/seedN
+
+
+def parse_axes(specs: list[str]) -> dict[str, list[str]]:
+    """``["optim.base_lr=0.1,0.2"]`` -> ``{"optim.base_lr": ["0.1", "0.2"]}``; a key given twice is an error."""
+    axes: dict[str, list[str]] = {}
+    for spec in specs:
+        key, sep, values = spec.partition("=")
+        key = key.strip()
+        if not sep or not key or not values.strip():
+            raise ConfigError(f"axis {spec!r} is not of the form KEY=V1,V2,... (e.g. optim.base_lr=0.1,0.2)")
+        if key in axes:
+            raise ConfigError(f"axis {key} is given twice; list all its values once: {key}=V1,V2,...")
+        axes[key] = [v.strip() for v in values.split(",") if v.strip()]
+    return axes
+
+
+def _row(overrides: list[str]) -> dict:
+    return {"name": " ".join(overrides) or "base", "overrides": overrides, "expect": []}
+
+
+def sweep_rows(grid: dict[str, list[str]], vary: dict[str, list[str]]) -> list[dict]:
+    """The rows: every combination of the ``grid`` axes; then, for each ``vary`` axis, each of its
+    values alone on top of the first grid combination (the base row is not repeated)."""
+    combos = [list(c) for c in itertools.product(*[[f"{k}={v}" for v in vs] for k, vs in grid.items()])]
+    rows = [_row(c) for c in combos]
+    base = combos[0]
+    for key, values in vary.items():
+        for value in values:
+            rows.append(_row(base + [f"{key}={value}"]))
+    seen, unique = set(), []
+    for r in rows:
+        if r["name"] not in seen:
+            seen.add(r["name"])
+            unique.append(r)
+    return unique
+
+
+def _baselines(metrics: list[dict]) -> dict:
+    found = [r for r in metrics if r.get("kind") == "baselines"]
+    return found[-1] if found else {}
+
+
+def summarise_row(row: dict, runs: list[dict]) -> dict:
+    done = [r for r in runs if r["outcome"]["status"] == "done"]
+    finals = [_final(r["metrics"]) for r in done]
+    base = [_baselines(r["metrics"]) for r in done]
+    return {
+        "name": row["name"], "overrides": row["overrides"], "runs": len(runs), "finished": len(done),
+        "failed": [f"seed {r['seed']}: {r['outcome']['status']} {r['outcome'].get('error', '')}".strip()
+                   for r in runs if r["outcome"]["status"] != "done"],
+        "knn": _stats([f.get("knn_acc") for f in finals]),
+        "knn_t0.1": _stats([f.get("knn_acc_t0.1") for f in finals]),
+        "knn_t0.2": _stats([f.get("knn_acc_t0.2") for f in finals]),
+        "linear": _stats([r["linear"]["top1"] for r in done if r.get("linear")]),
+        "std_sqrt_d": _stats([f.get("z_std_sqrt_d") for f in finals]),
+        "epochs": _stats([f.get("epochs_done") for f in finals]),
+        "minutes": _stats([r["outcome"].get("seconds", 0) / 60 for r in done if not r["outcome"].get("reused_from")]),
+        "images_per_s": _stats([_speed(r["metrics"]) for r in done]),
+        "raw_pixels": _stats([b.get("raw_pixels") for b in base]),
+        "standardised_pixels": _stats([b.get("standardised_pixels") for b in base]),
+        "random_init": _stats([b.get("random_init") for b in base]),
+    }
+
+
+def _rank_key(s: dict) -> float:
+    mean = s["knn"]["mean"]
+    return -mean if mean is not None and math.isfinite(mean) else math.inf
+
+
+def write_sweep_report(rows: list[dict], records: list[dict], *, out: Path, command: str, preset: str,
+                       overrides: list[str], seeds: list[int], seconds: float) -> Path:
+    """``OUT/sweep/report.md`` (rows best first) and ``summary.json``."""
+    table_dir = out / SWEEP
+    table_dir.mkdir(parents=True, exist_ok=True)
+    summaries = sorted((summarise_row(row, [r for r in records if r["row"] == row["name"]]) for row in rows),
+                       key=_rank_key)
+    with_linear = any(s["linear"]["n"] for s in summaries)
+    t = records[0]["config"].monitor.knn_t if records else 0.1
+    k = records[0]["config"].monitor.knn_k if records else 200
+    lines = [
+        f"# Sweep on `{preset}`: rows ranked by kNN accuracy",
+        "",
+        f"- command: `{command}`",
+        f"- preset `{preset}`; on every row: `{' '.join(overrides) or '-'}`; seeds {seeds}; commit `{git_commit()}`; "
+        f"{time.strftime('%Y-%m-%d %H:%M')}; {seconds / 60:.0f} min this invocation",
+        f"- kNN: k={k} on the last epoch's features at the monitor's T={t}, and at T=0.1 and T=0.2 from the "
+        "same neighbours; mean ± std over seeds. Pixels and random init: the same kNN protocol (each run's own "
+        "baselines record). Minutes: wall time of the run, monitors and baselines included.",
+        "",
+        "| row | kNN | kNN T=0.1 | kNN T=0.2 |" + (" linear |" if with_linear else "") +
+        " raw pixels | std. pixels | random init | std x sqrt(d) | epochs | minutes | img/s | runs |",
+        "|---|---:|---:|---:|" + ("---:|" if with_linear else "") + "---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for s in summaries:
+        lines.append(
+            f"| `{s['name']}` | {_fmt(s['knn'])} | {_fmt(s['knn_t0.1'])} | {_fmt(s['knn_t0.2'])} |"
+            + (f" {_fmt(s['linear'])} |" if with_linear else "")
+            + f" {_fmt(s['raw_pixels'])} | {_fmt(s['standardised_pixels'])} | {_fmt(s['random_init'])} |"
+            f" {_fmt(s['std_sqrt_d'], 3)} | {_fmt(s['epochs'], 0)} | {_fmt(s['minutes'], 1)} |"
+            f" {_fmt(s['images_per_s'], 0)} | {s['finished']}/{s['runs']} |")
+    failed = [f"- `{s['name']}`, {f}" for s in summaries for f in s["failed"]]
+    if failed:
+        lines += ["", "## Runs not finished", "", *failed]
+    lines += ["", f"Each run is a normal pretraining run in `{SWEEP}/ROW/seedN/` (config, metrics, checkpoint, "
+              "report); re-running the command skips finished runs and resumes interrupted ones."]
+    (table_dir / "report.md").write_text("\n".join(lines) + "\n")
+    (table_dir / "summary.json").write_text(json.dumps(
+        {"preset": preset, "overrides": overrides, "seeds": seeds, "command": command, "rows": summaries},
+        indent=1, default=str))
+    return table_dir / "report.md"
+

@@ -1,0 +1,53 @@
+"""The training budget in what it costs: images seen, turned into epochs for the data at hand.
+
+A preset sized in epochs gives a small folder a few hundred steps and a large one hours. The CPU
+presets instead say how many images the run sees (``optim.budget_images``, with ``optim.epochs=0``),
+which is what the wall time is proportional to: 600,000 images are 10 epochs of Fashion-MNIST and
+75 epochs of an 8,000-image folder, about the same minutes either way. ``optim.epochs`` given on
+the command line (anything but 0) wins. ``monitor.every=0`` likewise spreads the kNN monitor over
+about :data:`MONITOR_POINTS` evaluations, whatever the number of epochs.
+"""
+from __future__ import annotations
+
+import math
+
+from ..config import Config, ConfigError
+from ..config.checks import NO_BUDGET
+
+MONITOR_POINTS = 5  # kNN evaluations per run when monitor.every=0 (the last epoch is always one)
+
+
+def epochs_for(budget_images: int, train_images: int) -> int:
+    """Whole epochs closest to ``budget_images`` images seen, at least one."""
+    if train_images <= 0:
+        raise ConfigError("the training set is empty: there is nothing to train on")
+    return max(1, round(budget_images / train_images))
+
+
+def settle_budget(cfg: Config, train_images: int) -> str:
+    """Fill ``optim.epochs`` (when 0) from ``optim.budget_images`` and ``monitor.every`` (when 0);
+    returns the line saying what was chosen and why ("" when the config already named both)."""
+    o = cfg.optim
+    said = ""
+    if o.epochs == 0:
+        if o.budget_images <= 0:
+            raise ConfigError(NO_BUDGET)
+        o.epochs = epochs_for(o.budget_images, train_images)
+        said = (f"budget: {o.budget_images:,} images seen (optim.budget_images) / {train_images:,} training images "
+                f"= {o.epochs} epochs; optim.epochs=N overrides")
+    if cfg.monitor.every == 0:
+        cfg.monitor.every = max(1, math.ceil(o.epochs / MONITOR_POINTS))
+    return said
+
+
+def settle_for_data(cfg: Config) -> str:
+    """:func:`settle_budget` counting the training images itself (for callers that have not loaded
+    them, such as the reproduce runner, which needs the epochs to know whether a run is finished)."""
+    if cfg.optim.epochs and cfg.monitor.every:
+        return ""
+    from ..data import load_dataset
+
+    images = len(load_dataset(cfg.data.dataset, "train", cfg.data.data_dir))
+    if cfg.data.train_limit > 0:
+        images = min(images, cfg.data.train_limit)
+    return settle_budget(cfg, images)

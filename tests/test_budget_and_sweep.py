@@ -1,0 +1,89 @@
+"""The budget in images seen (``optim.epochs=0``), ``simsiam sweep`` (rows, ranking, shared runs between
+processes) and the kNN monitor's two temperatures."""
+import json
+
+import pytest
+
+from simsiam import get_preset
+from simsiam.cli import main
+from simsiam.config import ConfigError, apply_overrides
+from simsiam.reproduce.runner import _claim, run_rows
+from simsiam.reproduce.sweep import parse_axes, sweep_rows
+from simsiam.resolve import resolve
+from simsiam.train.budget import epochs_for, settle_budget, settle_for_data
+
+SMALL = ["data.train_limit=256", "data.eval_limit=64", "optim.batch_size=64"]
+
+
+def test_a_budget_in_images_gives_a_small_dataset_more_epochs():
+    assert epochs_for(600_000, 60_000) == 10 and epochs_for(600_000, 8_000) == 75
+    assert epochs_for(1_000, 60_000) == 1  # never none
+    cfg = apply_overrides(get_preset("digits"), ["optim.epochs=0", "optim.budget_images=5000", "monitor.every=0"])
+    line = settle_budget(cfg, 1000)
+    assert cfg.optim.epochs == 5 and cfg.monitor.every == 1 and "5,000 images seen" in line and "= 5 epochs" in line
+    long = apply_overrides(get_preset("digits"), ["optim.epochs=0", "optim.budget_images=72000", "monitor.every=0"])
+    settle_budget(long, 1000)
+    assert (long.optim.epochs, long.monitor.every) == (72, 15)  # about 5 kNN evaluations, the last included
+    given = apply_overrides(get_preset("digits"), ["optim.epochs=7", "optim.budget_images=5000"])
+    assert settle_budget(given, 1000) == "" and given.optim.epochs == 7  # optim.epochs, when given, wins
+
+
+def test_epochs_zero_without_a_budget_is_one_clear_error():
+    cfg = apply_overrides(get_preset("digits"), ["optim.epochs=0", "optim.budget_images=0"])
+    with pytest.raises(ConfigError, match="optim.budget_images"):
+        resolve(cfg)
+    with pytest.raises(ConfigError, match="must be positive"):
+        resolve(apply_overrides(get_preset("digits"), ["optim.budget_images=-5"]))
+
+
+def test_the_budget_counts_the_subset_and_the_run_says_what_it_chose(tmp_path, capsys):
+    cfg = apply_overrides(get_preset("digits"), SMALL + ["optim.epochs=0", "optim.budget_images=512"])
+    settle_for_data(cfg)
+    assert cfg.optim.epochs == 2  # 512 images seen / a 256-image subset
+    out = tmp_path / "run"
+    assert main(["pretrain", "--preset", "digits", "--out-dir", str(out), "--quiet", *SMALL,
+                 "optim.epochs=0", "optim.budget_images=512"]) == 0
+    assert "= 2 epochs; optim.epochs=N overrides" in capsys.readouterr().out
+    assert json.loads((out / "config.json").read_text())["optim"]["epochs"] == 2  # recorded as chosen
+
+
+def test_sweep_rows_multiply_grid_axes_and_vary_others_one_at_a_time():
+    rows = sweep_rows(parse_axes(["optim.base_lr=0.1,0.2", "model.dim=32,64"]), parse_axes(["aug.flip_p=0"]))
+    names = [r["name"] for r in rows]
+    assert names[:4] == ["optim.base_lr=0.1 model.dim=32", "optim.base_lr=0.1 model.dim=64",
+                         "optim.base_lr=0.2 model.dim=32", "optim.base_lr=0.2 model.dim=64"]
+    assert names[4] == "optim.base_lr=0.1 model.dim=32 aug.flip_p=0"  # on the first combination
+    assert [r["name"] for r in sweep_rows({}, parse_axes(["optim.base_lr=0.1,0.4"]))] == \
+        ["base", "optim.base_lr=0.1", "optim.base_lr=0.4"]
+    for bad in (["optim.base_lr"], ["=0.1"], ["optim.base_lr=0.1", "optim.base_lr=0.2"]):
+        with pytest.raises(ConfigError, match="KEY=V1,V2|given twice"):
+            parse_axes(bad)
+
+
+def test_a_run_claimed_by_another_process_is_left_to_it(tmp_path):
+    rows = [{"name": "ok", "overrides": [], "expect": []}]
+    kw = dict(preset="digits", seeds=[0], out=tmp_path, log=lambda _: None,
+              overrides=["optim.epochs=1", "data.train_limit=128", "data.eval_split=", "optim.batch_size=64"])
+    run_dir = tmp_path / "t" / "ok" / "seed0"
+    with _claim(run_dir) as mine:  # as if a second terminal were training it
+        assert mine
+        records = run_rows("t", rows, **kw)
+    assert records[0]["outcome"]["status"] == "running elsewhere" and not (run_dir / "checkpoint.pt").exists()
+    assert run_rows("t", rows, **kw)[0]["outcome"]["status"] == "done"  # free again: trained
+
+
+def test_sweep_command_ranks_rows_beside_the_baselines_at_both_temperatures(tmp_path):
+    out = tmp_path / "sw"
+    code = main(["sweep", "--preset", "digits", *SMALL, "optim.epochs=0", "optim.budget_images=512",
+                 "--vary", "model.dim=32", "--out", str(out)])
+    assert code == 0
+    summary = json.loads((out / "sweep" / "summary.json").read_text())
+    rows = summary["rows"]
+    assert {r["name"] for r in rows} == {"base", "model.dim=32"} and all(r["finished"] == 1 for r in rows)
+    assert rows[0]["knn"]["mean"] >= rows[1]["knn"]["mean"]  # best first
+    for r in rows:
+        assert r["epochs"]["mean"] == 2 and 0 < r["raw_pixels"]["mean"] <= 100 and 0 < r["random_init"]["mean"] <= 100
+        assert r["knn"]["mean"] == r["knn_t0.1"]["mean"] and 0 < r["knn_t0.2"]["mean"] <= 100  # the monitor's T is 0.1
+    report = (out / "sweep" / "report.md").read_text()
+    assert "| `base` |" in report and "kNN T=0.2" in report and "raw pixels" in report
+    assert "simsiam sweep" in summary["command"] and "--vary model.dim=32" in summary["command"]
