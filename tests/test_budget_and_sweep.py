@@ -87,3 +87,22 @@ def test_sweep_command_ranks_rows_beside_the_baselines_at_both_temperatures(tmp_
     report = (out / "sweep" / "report.md").read_text()
     assert "| `base` |" in report and "kNN T=0.2" in report and "raw pixels" in report
     assert "simsiam sweep" in summary["command"] and "--vary model.dim=32" in summary["command"]
+
+
+def test_a_stop_signal_ends_the_whole_table_and_the_run_is_not_called_done(tmp_path, monkeypatch):
+    import simsiam.train.pretrain as train
+    from simsiam.reproduce.runner import TableStopped
+
+    calls = []
+
+    def stopped_pretrain(cfg, resume=False):  # as pretrain returns after SIGTERM: checkpointed, "signal"
+        calls.append(cfg.run.out_dir)
+        return train.RunResult(run_dir=tmp_path, epochs_done=0, stopped_early="signal")
+
+    monkeypatch.setattr(train, "pretrain", stopped_pretrain)
+    rows = [{"name": "a", "overrides": [], "expect": []}, {"name": "b", "overrides": [], "expect": []}]
+    with pytest.raises(TableStopped, match="run the same command again"):
+        run_rows("t", rows, preset="digits", seeds=[0], out=tmp_path, log=lambda _: None,
+                 overrides=["optim.epochs=1", "data.eval_split="])
+    assert calls == [str(tmp_path / "t" / "a" / "seed0")]  # b was not started
+    assert json.loads((tmp_path / "t" / "a" / "seed0" / "outcome.json").read_text())["status"] == "stopped"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import copy
 import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -60,6 +61,17 @@ def _command(args: argparse.Namespace, table: str, seeds: list[int], overrides: 
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..reproduce.runner import TableStopped
+    from ..train.stop import EXIT_STOPPED
+
+    try:
+        return _run(args)
+    except TableStopped as stopped:
+        print(f"simsiam {args.command}: {stopped}", file=sys.stderr)
+        return EXIT_STOPPED
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..artifacts.report import git_commit
     from ..reproduce import all_tables
     from ..reproduce.report import write_index, write_report

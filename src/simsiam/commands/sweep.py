@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import copy
 import shlex
+import sys
 import time
 from pathlib import Path
 
@@ -37,6 +38,17 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..reproduce.runner import TableStopped
+    from ..train.stop import EXIT_STOPPED
+
+    try:
+        return _run(args)
+    except TableStopped as stopped:
+        print(f"simsiam {args.command}: {stopped}", file=sys.stderr)
+        return EXIT_STOPPED
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..artifacts.report import git_commit
     from ..reproduce.runner import row_config, run_rows
     from ..reproduce.sweep import SWEEP, parse_axes, sweep_rows, write_sweep_report

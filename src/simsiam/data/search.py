@@ -46,14 +46,11 @@ def _describe(required: Sequence[Sequence[str]]) -> str:
 def not_found(dataset: str, what: str, searched: Iterable[tuple[str, str]], how_to_get: str) -> DatasetNotFound:
     """Build the DatasetNotFound error: what was sought, each (place, why not), the remedy."""
     searched = list(searched)
-    lines = [f"dataset {dataset!r}: {what} not found."]
-    if searched:
-        lines.append("Searched:")
-        lines += [f"  - {place} ({why})" for place, why in searched]
-    else:
-        lines.append("No directory to search: data.data_dir is not set.")
-    lines.append(f"How to get it: {how_to_get}")
-    return DatasetNotFound("\n".join(lines), dataset, [place for place, _ in searched])
+    where = ("searched " + ", ".join(f"{place} ({why})" for place, why in searched) if searched
+             else "no directory to search: data.data_dir is not set")
+    # One line, as every error of the command line is (commands/errors.py)
+    return DatasetNotFound(f"dataset {dataset!r}: {what} not found; {where}. To get it: {how_to_get}",
+                           dataset, [place for place, _ in searched])
 
 
 def find_files(

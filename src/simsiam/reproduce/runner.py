@@ -150,8 +150,8 @@ def _train(cfg: Config, log: Log, train: bool = True, out: Optional[Path] = None
         (run_dir / "metrics.jsonl").unlink()
     t0 = time.perf_counter()
     try:
-        pretrain(cfg, resume=resume)
-        outcome = {"status": "done"}
+        result = pretrain(cfg, resume=resume)
+        outcome = {"status": "stopped" if result.stopped_early == "signal" else "done"}
     except TrainingDiverged as err:
         outcome = {"status": "diverged", "error": str(err)}
     except Exception as err:  # recorded, and the table goes on
@@ -163,7 +163,15 @@ def _train(cfg: Config, log: Log, train: bool = True, out: Optional[Path] = None
     (run_dir / "outcome.json").write_text(json.dumps(outcome, indent=1))
     log(f"  {run_dir}: {outcome['status']} in {outcome['seconds']:.0f}s" +
         (f" ({outcome['error']})" if "error" in outcome else ""))
+    if outcome["status"] == "stopped":  # a stop signal ends the whole table, not just this run
+        raise TableStopped(f"stopped by a signal during {run_dir} (checkpoint written); run the same command "
+                           "again to resume it and go on with the rest")
     return outcome
+
+
+class TableStopped(RuntimeError):
+    """A stop signal (train/stop.py) ended a run of the table: it is checkpointed, and the rest waits
+    for the command to be run again."""
 
 
 def linear_available() -> bool:
