@@ -60,3 +60,16 @@ def test_presets_follow_the_paper():
     i = get_preset("imagenet")
     assert (i.model.backbone, i.model.proj_layers, i.optim.base_lr, i.optim.weight_decay) == ("resnet50", 3, 0.05, 1e-4)
     assert all(get_preset(n).optim.fix_pred_lr for n in ("cifar10", "imagenet", "fmnist"))
+
+
+def test_every_preset_resolves_and_the_cpu_ones_state_a_budget_in_images():
+    from simsiam.config.presets import PRESETS
+
+    for name, make in PRESETS.items():
+        cfg = resolve(make())
+        assert cfg.preset == name
+        assert cfg.optim.epochs > 0 or cfg.optim.budget_images > 0, name
+    for name in ("fmnist", "small"):
+        cfg = get_preset(name)
+        assert cfg.optim.epochs == 0 and cfg.optim.budget_images > 0 and cfg.model.backbone == "resnet18_small"
+    assert get_preset("small").data.dataset == "imagefolder"
