@@ -40,6 +40,7 @@ def main() -> None:
     for v in variants:  # each variant is the training step of pretrain (train.step.TrainStep) on its settings
         c = copy.deepcopy(cfg)
         c.optim.batch_size = batch
+        c.optim.epochs = c.optim.epochs or 1  # a budget preset: any length, the lr barely moves in 10**6 steps
         c.run.channels_last, c.run.amp, c.run.device = bool(v[0]), "bf16" if v[1] else "off", "cpu"
         trainer = Trainer(c, channels, torch.device("cpu"), print, steps_per_epoch=10**6)
         gen = torch.Generator().manual_seed(1)

@@ -21,7 +21,8 @@ def _positive(x) -> bool:
 def test_bench_on_digits_prints_a_table_and_writes_json(tmp_path, capsys):
     path = tmp_path / "bench" / "digits.json"
     code = main(["bench", "--preset", "digits", "--steps", "2", "--warmup", "1", "--threads", "1",
-                 "--matmul-size", "256", "--json", str(path), "data.num_workers=1"])
+                 "--matmul-size", "256", "--json", str(path), "data.num_workers=1", "optim.epochs=0",
+                 "optim.budget_images=3000"])
     assert code == 0
     out = capsys.readouterr().out
     for row in ("data pipeline alone", "training step alone", "both together", "GFLOP per image", "peak probes",
@@ -30,6 +31,8 @@ def test_bench_on_digits_prints_a_table_and_writes_json(tmp_path, capsys):
 
     r = json.loads(path.read_text())
     assert r["preset"] == "digits" and r["config"]["preset"] == "digits"
+    assert r["config"]["optim"]["epochs"] == 2  # a budget in images: the steps follow a real schedule
+    assert "other_processes_cores" in r
     assert r["device"] == "cpu" and r["threads"] == 1 and r["batch_size"] == 128
     assert r["steps"] == 2 and r["warmup"] == 1 and r["image_shape"] == [1, 8, 8]
     for phase in ("pipeline", "step", "end_to_end"):
@@ -51,7 +54,7 @@ def test_bench_on_digits_prints_a_table_and_writes_json(tmp_path, capsys):
     assert _positive(r["memory"]["peak_rss_mb"]) and "peak_rss_workers_mb" in r["memory"]
     assert len(r["load_avg_before"]) == 3 and len(r["load_avg_after"]) == 3
     assert r["command"] == ("simsiam bench --preset digits --steps 2 --warmup 1 --threads 1 --matmul-size 256 "
-                            "data.num_workers=1")
+                            "data.num_workers=1 optim.epochs=0 optim.budget_images=3000")
 
 
 def test_synthetic_data_has_the_preset_dataset_shape():

@@ -44,6 +44,7 @@ from ..methods.base import Method
 from ..optim import build_optimizer
 from ..parallel import distributed as dist
 from ..resolve import resolve
+from ..train.budget import settle_budget
 from ..train.loop import epoch_batches
 from ..train.resources import peak_memory, reset_peak_memory
 from ..train.speed import amp_dtype, to_memory_format
@@ -246,6 +247,8 @@ def run_bench(cfg: Config, opts: BenchOptions, warn: Callable[[str], None] = pri
     load_before, cpu_before = os.getloadavg(), others.sample()
 
     train_set, ref_set = _load_train_sets(cfg, opts)
+    for c in (cfg, ref_cfg):  # a budget preset's epochs: the lr schedule the measured steps follow
+        settle_budget(c, len(train_set))
     channels = train_set.channels
     size = cfg.data.image_size or train_set.image_size
     ours_loader = build_train_loader(train_set, cfg, 2, device)

@@ -29,6 +29,9 @@ class LrSchedule:
 
     @classmethod
     def from_config(cls, cfg: Config, steps_per_epoch: int) -> "LrSchedule":
+        if cfg.optim.epochs <= 0:  # a budget preset before train/budget.py set its epochs: lr 0 from step 1
+            raise ValueError("optim.epochs is 0 (a budget in images): call train.budget.settle_budget(cfg, "
+                             "number_of_training_images) first, or set optim.epochs")
         return cls(peak_lr=scaled_lr(cfg.optim), total_steps=cfg.optim.epochs * steps_per_epoch,
                    warmup_steps=round(cfg.optim.warmup_epochs * steps_per_epoch))
 
