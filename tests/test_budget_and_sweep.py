@@ -106,3 +106,13 @@ def test_a_stop_signal_ends_the_whole_table_and_the_run_is_not_called_done(tmp_p
                  overrides=["optim.epochs=1", "data.eval_split="])
     assert calls == [str(tmp_path / "t" / "a" / "seed0")]  # b was not started
     assert json.loads((tmp_path / "t" / "a" / "seed0" / "outcome.json").read_text())["status"] == "stopped"
+
+
+def test_the_sweep_command_exits_75_with_one_line_when_a_run_is_stopped(tmp_path, monkeypatch, capsys):
+    import simsiam.train.pretrain as train
+
+    monkeypatch.setattr(train, "pretrain", lambda cfg, resume=False: train.RunResult(
+        run_dir=tmp_path, epochs_done=0, stopped_early="signal"))
+    code = main(["sweep", "--preset", "digits", "optim.epochs=1", "data.eval_split=", "--out", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 75 and len(err) == 1 and err[0].startswith("simsiam sweep: stopped by a signal")

@@ -1,8 +1,9 @@
-"""Argument handling shared by the subcommands that build a config."""
+"""Argument handling shared by the subcommands that build a config, and the stop of table commands."""
 from __future__ import annotations
 
 import argparse
-from typing import Optional
+import sys
+from typing import Callable, Optional
 
 from ..config import Config, apply_mapping, apply_overrides, load_yaml
 from ..config.presets import PRESETS, get_preset
@@ -37,3 +38,16 @@ def config_from_args(args: argparse.Namespace, base: Optional[Config] = None) ->
     if args.quiet:
         cfg.run.quiet = True
     return cfg
+
+
+def until_stopped(command: str, body: Callable[[], int]) -> int:
+    """A command that runs a table of runs (reproduce, sweep): a stop signal during one of them ends
+    the command with one line and exit 75, the stopped run checkpointed for the next invocation."""
+    from ..reproduce.runner import TableStopped
+    from ..train.stop import EXIT_STOPPED
+
+    try:
+        return body()
+    except TableStopped as stopped:
+        print(f"simsiam {command}: {stopped}", file=sys.stderr)
+        return EXIT_STOPPED

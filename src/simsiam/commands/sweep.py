@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 import copy
 import shlex
-import sys
 import time
 from pathlib import Path
 
@@ -38,14 +37,9 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..reproduce.runner import TableStopped
-    from ..train.stop import EXIT_STOPPED
+    from .common import until_stopped
 
-    try:
-        return _run(args)
-    except TableStopped as stopped:
-        print(f"simsiam {args.command}: {stopped}", file=sys.stderr)
-        return EXIT_STOPPED
+    return until_stopped(args.command, lambda: _run(args))
 
 
 def _run(args: argparse.Namespace) -> int:
