@@ -24,6 +24,7 @@ def add_parser(sub) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="applied to every row first, e.g. optim.budget_images=120000 data.data_dir=~/photos")
     p.add_argument("--preset", default="fmnist", choices=sorted(PRESETS), help="the recipe every row starts from")
+    p.add_argument("--data-dir", help="where the dataset lives (same as data.data_dir=... on every row)")
     p.add_argument("--grid", nargs="+", default=[], metavar="KEY=V1,V2",
                    help="axes whose every combination is a row")
     p.add_argument("--vary", nargs="+", default=[], metavar="KEY=V1,V2",
@@ -49,6 +50,8 @@ def _run(args: argparse.Namespace) -> int:
     from ..resolve import resolve
 
     git_commit()  # the report names the code this process runs
+    if args.data_dir:
+        args.overrides = [f"data.data_dir={args.data_dir}", *args.overrides]
     rows = sweep_rows(parse_axes(args.grid), parse_axes(args.vary))
     out = Path(args.out)
     for row in rows:  # a typo in any row fails now, not after hours of earlier rows
