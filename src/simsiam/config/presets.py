@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .presets_cpu import digits, fmnist, small
+from .presets_cpu import digits, fmnist, small, tinyimagenet
 from .presets_methods import METHOD_PRESETS
 from .presets_paper import cifar10, imagenet
 from .schema import Config, ConfigError
@@ -15,6 +15,7 @@ from .schema import Config, ConfigError
 PRESETS: dict[str, Callable[[], Config]] = {
     "fmnist": fmnist,
     "small": small,
+    "tinyimagenet": tinyimagenet,
     "cifar10": cifar10,
     "imagenet": imagenet,
     "digits": digits,
