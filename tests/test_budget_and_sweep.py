@@ -70,6 +70,23 @@ def test_a_run_claimed_by_another_process_is_left_to_it(tmp_path):
         records = run_rows("t", rows, **kw)
     assert records[0]["outcome"]["status"] == "running elsewhere" and not (run_dir / "checkpoint.pt").exists()
     assert run_rows("t", rows, **kw)[0]["outcome"]["status"] == "done"  # free again: trained
+    assert not list(tmp_path.rglob("*.lock"))  # each claim removes its lock file when released
+
+
+def test_a_claim_is_exclusive_across_processes_and_leaves_no_lock_file(tmp_path):
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "t" / "row" / "seed0"
+    probe = ("import sys; from pathlib import Path; from simsiam.reproduce.runner import _claim\n"
+             "with _claim(Path(sys.argv[1])) as mine: print(mine)")
+    with _claim(run_dir) as mine:
+        assert mine and run_dir.with_name("seed0.lock").exists()
+        other = subprocess.run([sys.executable, "-c", probe, str(run_dir)], capture_output=True, text=True)
+        assert other.stdout.strip() == "False", other.stderr
+    assert not run_dir.with_name("seed0.lock").exists()
+    other = subprocess.run([sys.executable, "-c", probe, str(run_dir)], capture_output=True, text=True)
+    assert other.stdout.strip() == "True", other.stderr  # released: the next process gets it
 
 
 def test_sweep_command_ranks_rows_beside_the_baselines_at_both_temperatures(tmp_path):

@@ -29,6 +29,20 @@ def test_presets_listing(capsys):
     assert "base_lr: 0.03" in capsys.readouterr().out
 
 
+def test_a_reader_that_stops_early_is_no_error():
+    import subprocess
+    import sys
+
+    # `simsiam presets | head -1`: the pipe closes while the listing is still being written.
+    proc = subprocess.Popen([sys.executable, "-m", "simsiam", "presets"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    proc.stdout.readline()
+    proc.stdout.close()
+    assert proc.wait(timeout=120) == 0
+    errors = proc.stderr.read().decode()
+    assert "EPIPE" not in errors and "Broken pipe" not in errors, errors
+
+
 def test_bad_config_key_is_a_clear_error(tmp_path, capsys):
     rc = main(["pretrain", "--preset", "digits", "--out-dir", str(tmp_path / "r"), "optim.lrr=1"])
     assert rc == 2

@@ -52,6 +52,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     try:
         return int(args.run(args) or 0)
+    except BrokenPipeError:
+        # The reader went away (`simsiam presets | head`): nothing is wrong, and there is no one to tell.
+        # Point stdout at /dev/null so that the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt as err:  # a second stop signal (train/stop.py), or Ctrl-C outside training
         print(f"simsiam {args.command}: {_interrupted_line(err)}", file=sys.stderr)
         return getattr(err, "exit_code", 130)

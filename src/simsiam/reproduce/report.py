@@ -12,7 +12,8 @@ from ..artifacts.report import git_commit, plot_curves
 from .claims import run_collapsed, verdict
 
 
-def _stats(values: list[float]) -> dict:
+def seed_stats(values: list[float]) -> dict:
+    """Mean, sample std and count of one figure over a row's seeds (missing and non-finite values skipped)."""
     values = [v for v in values if v is not None and math.isfinite(v)]
     if not values:
         return {"mean": None, "std": None, "n": 0}
@@ -21,12 +22,13 @@ def _stats(values: list[float]) -> dict:
     return {"mean": mean, "std": std, "n": len(values)}
 
 
-def _final(metrics: list[dict]) -> dict:
+def final_epoch(metrics: list[dict]) -> dict:
+    """The last epoch record of a run's metrics ({} when it has none)."""
     epochs = [r for r in metrics if r.get("kind") == "epoch"]
     return epochs[-1] if epochs else {}
 
 
-def _speed(metrics: list[dict]) -> Optional[float]:
+def training_speed(metrics: list[dict]) -> Optional[float]:
     """Training images/s of a run: its epochs' images over their seconds (monitors excluded)."""
     epochs = [r for r in metrics if r.get("kind") == "epoch" and r.get("images_per_s")]
     seconds = sum(r["epoch_seconds"] for r in epochs if r.get("epoch_seconds"))
@@ -45,7 +47,7 @@ def _peak_mb(metrics: list[dict]) -> Optional[float]:
 def summarise(row: dict, runs: list[dict], chance: Optional[float]) -> dict:
     """Mean and spread over the row's seeds; collapse counted over its finished runs."""
     done = [r for r in runs if r["outcome"]["status"] == "done"]
-    finals = [_final(r["metrics"]) for r in done]
+    finals = [final_epoch(r["metrics"]) for r in done]
     collapsed = [run_collapsed(f, r["config"].monitor.collapse_threshold, chance) for f, r in zip(finals, done)]
     return {
         "name": row["name"], "paper": row.get("paper", ""), "claim": row.get("claim", ""),
@@ -53,17 +55,18 @@ def summarise(row: dict, runs: list[dict], chance: Optional[float]) -> dict:
         "runs": len(runs), "finished": len(done), "collapsed": sum(collapsed),
         "diverged": sum(r["outcome"]["status"] == "diverged" for r in runs),
         "failed": [f"seed {r['seed']}: {r['outcome'].get('error', '')}" for r in runs if r["outcome"]["status"] == "failed"],
-        "knn": _stats([f.get("knn_acc") for f in finals]),
-        "linear": _stats([r["linear"]["top1"] for r in done if r.get("linear")]),
-        "std_sqrt_d": _stats([f.get("z_std_sqrt_d") for f in finals]),
-        "loss": _stats([f.get("loss") for f in finals]),
-        "epochs": _stats([f.get("epochs_done") for f in finals]),
-        "images_per_s": _stats([_speed(r["metrics"]) for r in done]),
-        "peak_mb": _stats([_peak_mb(r["metrics"]) for r in done]),
+        "knn": seed_stats([f.get("knn_acc") for f in finals]),
+        "linear": seed_stats([r["linear"]["top1"] for r in done if r.get("linear")]),
+        "std_sqrt_d": seed_stats([f.get("z_std_sqrt_d") for f in finals]),
+        "loss": seed_stats([f.get("loss") for f in finals]),
+        "epochs": seed_stats([f.get("epochs_done") for f in finals]),
+        "images_per_s": seed_stats([training_speed(r["metrics"]) for r in done]),
+        "peak_mb": seed_stats([_peak_mb(r["metrics"]) for r in done]),
     }
 
 
-def _fmt(s: dict, digits: int = 2) -> str:
+def format_stats(s: dict, digits: int = 2) -> str:
+    """``mean ± std`` for a table cell; ``-`` when no seed has the figure."""
     if s["mean"] is None:
         return "-"
     text = f"{s['mean']:.{digits}f}"
@@ -114,11 +117,11 @@ def write_report(table: str, rows: list[dict], records: list[dict], *, out: Path
     for s in summaries:
         extra = f" warmup {s['warmup_fraction']:.0%} of epochs" if s["warmup_fraction"] else ""
         lines.append(
-            f"| {s['name']} | `{' '.join(s['overrides']) or '-'}`{extra} | {s['paper']} | {_fmt(s['knn'])} |"
-            + (f" {_fmt(s['linear'])} |" if with_linear else "")
-            + f" {_fmt(s['std_sqrt_d'], 3)} | {_fmt(s['loss'], 4)} | {_yes_no(s['collapsed'], s['finished'])} |"
+            f"| {s['name']} | `{' '.join(s['overrides']) or '-'}`{extra} | {s['paper']} | {format_stats(s['knn'])} |"
+            + (f" {format_stats(s['linear'])} |" if with_linear else "")
+            + f" {format_stats(s['std_sqrt_d'], 3)} | {format_stats(s['loss'], 4)} | {_yes_no(s['collapsed'], s['finished'])} |"
             f" {_yes_no(s['diverged'], s['runs'])} | {s['finished']}/{s['runs']} |"
-            f" {_fmt(s['images_per_s'], 0)} | {_fmt(s['peak_mb'], 0)} |")
+            f" {format_stats(s['images_per_s'], 0)} | {format_stats(s['peak_mb'], 0)} |")
     lines += ["", "img/s: training images per second over the run's epochs (monitors excluded); peak MiB: the "
               "GPU allocator's peak on a GPU, else the process's peak resident memory. Copied rows (a run "
               "with the same settings in another table) show the figures of the run they were copied from.",
@@ -149,8 +152,8 @@ def write_index(out: Path, order: list[str]) -> Path:
              "| seeds |", "|---|---|---:|---:|---:|---:|---:|---|---|---:|"]
     for name in names:
         for s in found[name]["rows"]:
-            lines.append(f"| {name} | {s['name']} | {s['paper']} | {_fmt(s['knn'])} | {_fmt(s['linear'])} |"
-                         f" {_fmt(s['std_sqrt_d'], 3)} | {_fmt(s['loss'], 4)} | {_yes_no(s['collapsed'], s['finished'])} |"
+            lines.append(f"| {name} | {s['name']} | {s['paper']} | {format_stats(s['knn'])} | {format_stats(s['linear'])} |"
+                         f" {format_stats(s['std_sqrt_d'], 3)} | {format_stats(s['loss'], 4)} | {_yes_no(s['collapsed'], s['finished'])} |"
                          f" {s.get('verdict', '-')} | {s['finished']}/{s['runs']} |")
     lines += ["", "Commands:", ""] + [f"- {name}: `{found[name]['command']}`" for name in names]
     path = out / "summary.md"

@@ -14,6 +14,7 @@ import contextlib
 import copy
 import fcntl
 import json
+import os
 import re
 import shutil
 import time
@@ -207,20 +208,36 @@ def _linear(cfg: Config, epochs: int, log: Log) -> Optional[dict]:
 
 @contextlib.contextmanager
 def _claim(run_dir: Path) -> Iterator[bool]:
-    """An exclusive lock on ``run_dir`` (a lock file beside it), held while this process trains it;
-    yields False when another process holds it. So the same command started in two terminals
-    shares the runs out between them instead of training any twice."""
+    """An exclusive lock on ``run_dir`` (a lock file beside it, removed when released), held while this
+    process trains it; yields False when another process holds it. So the same command started in two
+    terminals shares the runs out between them instead of training any twice."""
     run_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(run_dir.with_name(run_dir.name + ".lock"), "a") as fh:
+    path = run_dir.with_name(run_dir.name + ".lock")
+    while True:
+        fh = open(path, "a")
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            fh.close()
             yield False
             return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+        if _same_file(fh, path):
+            break
+        # The holder before us released and removed the file between our open and our lock: the lock we
+        # hold is on a name nobody else will open again. Take the lock on whatever file is there now.
+        fh.close()
+    try:
+        yield True
+    finally:
+        path.unlink(missing_ok=True)  # while still holding it, so no one locks the file being removed
+        fh.close()
+
+
+def _same_file(fh, path: Path) -> bool:
+    try:
+        return os.fstat(fh.fileno()).st_ino == path.stat().st_ino
+    except FileNotFoundError:
+        return False
 
 
 def run_rows(table: str, rows: list[dict], *, preset: str, seeds: list[int], overrides: list[str], out: Path,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..artifacts.report import git_commit
 from ..config import ConfigError
-from .report import _final, _fmt, _speed, _stats
+from .report import final_epoch, format_stats, seed_stats, training_speed
 
 SWEEP = "sweep"  # the table name: runs go to OUT/sweep/ROW/seedN
 
@@ -63,23 +63,23 @@ def _baselines(metrics: list[dict]) -> dict:
 
 def summarise_row(row: dict, runs: list[dict]) -> dict:
     done = [r for r in runs if r["outcome"]["status"] == "done"]
-    finals = [_final(r["metrics"]) for r in done]
+    finals = [final_epoch(r["metrics"]) for r in done]
     base = [_baselines(r["metrics"]) for r in done]
     return {
         "name": row["name"], "overrides": row["overrides"], "runs": len(runs), "finished": len(done),
         "failed": [f"seed {r['seed']}: {r['outcome']['status']} {r['outcome'].get('error', '')}".strip()
                    for r in runs if r["outcome"]["status"] != "done"],
-        "knn": _stats([f.get("knn_acc") for f in finals]),
-        "knn_t0.1": _stats([f.get("knn_acc_t0.1") for f in finals]),
-        "knn_t0.2": _stats([f.get("knn_acc_t0.2") for f in finals]),
-        "linear": _stats([r["linear"]["top1"] for r in done if r.get("linear")]),
-        "std_sqrt_d": _stats([f.get("z_std_sqrt_d") for f in finals]),
-        "epochs": _stats([f.get("epochs_done") for f in finals]),
-        "minutes": _stats([r["outcome"].get("seconds", 0) / 60 for r in done if not r["outcome"].get("reused_from")]),
-        "images_per_s": _stats([_speed(r["metrics"]) for r in done]),
-        "raw_pixels": _stats([b.get("raw_pixels") for b in base]),
-        "standardised_pixels": _stats([b.get("standardised_pixels") for b in base]),
-        "random_init": _stats([b.get("random_init") for b in base]),
+        "knn": seed_stats([f.get("knn_acc") for f in finals]),
+        "knn_t0.1": seed_stats([f.get("knn_acc_t0.1") for f in finals]),
+        "knn_t0.2": seed_stats([f.get("knn_acc_t0.2") for f in finals]),
+        "linear": seed_stats([r["linear"]["top1"] for r in done if r.get("linear")]),
+        "std_sqrt_d": seed_stats([f.get("z_std_sqrt_d") for f in finals]),
+        "epochs": seed_stats([f.get("epochs_done") for f in finals]),
+        "minutes": seed_stats([r["outcome"].get("seconds", 0) / 60 for r in done if not r["outcome"].get("reused_from")]),
+        "images_per_s": seed_stats([training_speed(r["metrics"]) for r in done]),
+        "raw_pixels": seed_stats([b.get("raw_pixels") for b in base]),
+        "standardised_pixels": seed_stats([b.get("standardised_pixels") for b in base]),
+        "random_init": seed_stats([b.get("random_init") for b in base]),
     }
 
 
@@ -114,11 +114,11 @@ def write_sweep_report(rows: list[dict], records: list[dict], *, out: Path, comm
     ]
     for s in summaries:
         lines.append(
-            f"| `{s['name']}` | {_fmt(s['knn'])} | {_fmt(s['knn_t0.1'])} | {_fmt(s['knn_t0.2'])} |"
-            + (f" {_fmt(s['linear'])} |" if with_linear else "")
-            + f" {_fmt(s['raw_pixels'])} | {_fmt(s['standardised_pixels'])} | {_fmt(s['random_init'])} |"
-            f" {_fmt(s['std_sqrt_d'], 3)} | {_fmt(s['epochs'], 0)} | {_fmt(s['minutes'], 1)} |"
-            f" {_fmt(s['images_per_s'], 0)} | {s['finished']}/{s['runs']} |")
+            f"| `{s['name']}` | {format_stats(s['knn'])} | {format_stats(s['knn_t0.1'])} | {format_stats(s['knn_t0.2'])} |"
+            + (f" {format_stats(s['linear'])} |" if with_linear else "")
+            + f" {format_stats(s['raw_pixels'])} | {format_stats(s['standardised_pixels'])} | {format_stats(s['random_init'])} |"
+            f" {format_stats(s['std_sqrt_d'], 3)} | {format_stats(s['epochs'], 0)} | {format_stats(s['minutes'], 1)} |"
+            f" {format_stats(s['images_per_s'], 0)} | {s['finished']}/{s['runs']} |")
     failed = [f"- `{s['name']}`, {f}" for s in summaries for f in s["failed"]]
     if failed:
         lines += ["", "## Runs not finished", "", *failed]

@@ -9,7 +9,9 @@ about :data:`MONITOR_POINTS` evaluations, whatever the number of epochs.
 """
 from __future__ import annotations
 
+import functools
 import math
+from typing import Optional
 
 from ..config import Config, ConfigError
 from ..config.checks import NO_BUDGET
@@ -45,9 +47,14 @@ def settle_for_data(cfg: Config) -> str:
     them, such as the reproduce runner, which needs the epochs to know whether a run is finished)."""
     if cfg.optim.epochs and cfg.monitor.every:
         return ""
+    return settle_budget(cfg, training_images(cfg.data.dataset, cfg.data.data_dir, cfg.data.train_limit))
+
+
+@functools.lru_cache(maxsize=None)
+def training_images(dataset: str, data_dir: Optional[str], train_limit: int) -> int:
+    """How many images a run trains on. Counted once per process: a sweep asks for every row and seed,
+    and listing a 100,000-file folder each time would cost seconds per row."""
     from ..data import load_dataset
 
-    images = len(load_dataset(cfg.data.dataset, "train", cfg.data.data_dir))
-    if cfg.data.train_limit > 0:
-        images = min(images, cfg.data.train_limit)
-    return settle_budget(cfg, images)
+    images = len(load_dataset(dataset, "train", data_dir))
+    return min(images, train_limit) if train_limit > 0 else images
