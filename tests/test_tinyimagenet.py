@@ -67,3 +67,23 @@ def test_missing_annotations_and_bad_splits_are_clear_errors(tiny):
         load_dataset("tinyimagenet", "unlabeled", str(tiny))
     with pytest.raises(DatasetNotFound, match="tiny-imagenet-200"):
         load_dataset("tinyimagenet", "train", str(tiny.parent / "missing"))
+
+
+def test_a_run_on_it_is_evaluated_on_val_whose_labels_it_has(tiny, tmp_path, capsys):
+    import json
+
+    from simsiam.cli import main
+
+    run = tmp_path / "run"
+    shrink = ["model.backbone=resnet18_cifar", "model.width=8", "model.proj_hidden=32", "model.dim=32",
+              "data.image_size=8", "optim.epochs=1", "optim.batch_size=3", "monitor.baselines=false",
+              f"data.cache_dir={tmp_path / 'cache'}"]
+    assert main(["pretrain", "--preset", "tinyimagenet", "--data-dir", str(tiny), "--out-dir", str(run),
+                 "--quiet", *shrink]) == 0
+    # test/ has no labels: both evaluations default to the split the run was monitored on.
+    assert main(["knn", str(run), "--k", "2", "--json", str(tmp_path / "knn.json")]) == 0
+    knn = json.loads((tmp_path / "knn.json").read_text())
+    assert knn["split"] == "val" and knn["queries"] == 3
+    assert main(["linear", str(run), "--no-aug", "--epochs", "1", "--json", str(tmp_path / "lin.json")]) == 0
+    lin = json.loads((tmp_path / "lin.json").read_text())
+    assert lin["split"] == "val" and lin["test_images"] == 3 and "3 val images" in capsys.readouterr().out

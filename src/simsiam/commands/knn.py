@@ -13,7 +13,8 @@ def add_parser(sub) -> None:
     p.add_argument("checkpoint", help="a checkpoint file or a run directory")
     p.add_argument("--dataset", help="dataset to evaluate on (default: the one it was trained on)")
     p.add_argument("--data-dir", help="where that dataset lives")
-    p.add_argument("--split", default="test", help="the query split")
+    p.add_argument("--split", help="the query split (default: the held-out split the run was monitored on, e.g. "
+                                   "Tiny-ImageNet's val; test for another dataset)")
     p.add_argument("--k", type=int, nargs="+", default=[200], help="neighbour counts")
     p.add_argument("--t", type=float, nargs="+", default=[0.1], help="temperatures")
     p.add_argument("--device", default="cpu")
@@ -40,14 +41,14 @@ def run(args: argparse.Namespace) -> int:
     if max(args.k) > res["bank_size"]:
         print(f"k={max(args.k)} is more than the bank's {res['bank_size']} images: k={res['bank_size']} is used")
     if args.baselines:
-        res["baselines"] = _baselines(args)
+        res["baselines"] = _baselines(args, res["split"])
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(res, fh, indent=2)
     return 0
 
 
-def _baselines(args: argparse.Namespace) -> dict:
+def _baselines(args: argparse.Namespace, split: str) -> dict:
     from ..artifacts.checkpoint import load
     from ..config import from_dict
     from ..eval.baselines import NAMES, cached_baseline_knn
@@ -58,7 +59,7 @@ def _baselines(args: argparse.Namespace) -> dict:
     if args.data_dir:
         cfg.data.data_dir = args.data_dir
     cfg.data.train_limit = cfg.data.eval_limit = 0
-    cfg.data.eval_split = args.split
+    cfg.data.eval_split = split  # the queries' split, as the checkpoint's figures above
     k, t = args.k[0], args.t[0]
     base = cached_baseline_knn(cfg, k=k, t=t, device=args.device)
     print(f"baselines, k={k}, T={t}:")

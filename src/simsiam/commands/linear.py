@@ -32,8 +32,11 @@ def add_parser(sub) -> None:
                    help="extract the features once and train the classifier on them (fast on CPU; no augmentation)")
     p.add_argument("--dataset", help="dataset to evaluate on (default: the one it was trained on)")
     p.add_argument("--data-dir", help="where that dataset lives")
-    p.add_argument("--train-limit", type=int, default=0, help="use only the first N training images (0: all)")
-    p.add_argument("--eval-limit", type=int, default=0, help="use only the first N test images (0: all)")
+    p.add_argument("--split", help="the held-out split (default: the one the run was monitored on, e.g. "
+                                   "Tiny-ImageNet's val; test for another dataset)")
+    p.add_argument("--train-limit", type=int, default=0,
+                   help="use N training images, a class-stratified random subset (0: all)")
+    p.add_argument("--eval-limit", type=int, default=0, help="use N held-out images, chosen the same way (0: all)")
     p.add_argument("--image-size", type=int, default=0, help="input size (0: the checkpoint's training size)")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 or auto")
     p.add_argument("--seed", type=int, default=0)
@@ -48,12 +51,12 @@ def run(args: argparse.Namespace) -> int:
     cfg = linear_config(args.preset, epochs=args.epochs, batch_size=args.batch_size, base_lr=args.lr,
                         bn_head=args.bn_head, augment=not args.no_aug,
                         crop_scale_min=args.crop_min_scale, cached_features=args.cached_features,
-                        dataset=args.dataset, data_dir=args.data_dir, train_limit=args.train_limit,
+                        dataset=args.dataset, data_dir=args.data_dir, split=args.split, train_limit=args.train_limit,
                         eval_limit=args.eval_limit, image_size=args.image_size, device=args.device, seed=args.seed)
     progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     res = linear_evaluate(args.checkpoint, cfg, progress=progress)
     print(f"linear evaluation of {res['checkpoint']} on {res['dataset']} ({res['mode']}; {res['train_images']} train, "
-          f"{res['test_images']} test images; {cfg.optimizer} lr {res['lr']:.4g}, batch {res['batch_size']}, "
+          f"{res['test_images']} {res['split']} images; {cfg.optimizer} lr {res['lr']:.4g}, batch {res['batch_size']}, "
           f"{res['epochs']} epochs)")
     print("| top-1 (%) | top-5 (%) | epochs | time (s) |\n|---:|---:|---:|---:|")
     print(f"| {res['top1']:.2f} | {res['top5']:.2f} | {res['epochs']} | {res['time_s']:.1f} |")

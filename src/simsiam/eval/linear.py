@@ -46,7 +46,7 @@ from ..optim.lars import build_lars
 from .features import extract_features
 from .frozen import assert_backbone_unchanged, backbone_state_from_disk, freeze
 from .linear_views import build_crop_flip_views
-from .pretrained import load_pretrained
+from .pretrained import held_out_split, load_pretrained
 
 Batches = Callable[[int], Iterator[tuple[torch.Tensor, torch.Tensor]]]  # epoch -> (features, labels) batches
 
@@ -70,8 +70,9 @@ class LinearConfig:
     cached_features: bool = False  # extract features once and train on them
     dataset: str = ""  # "": the dataset the checkpoint was trained on
     data_dir: Optional[str] = None
-    train_limit: int = 0  # only the first N training images (0: all)
-    eval_limit: int = 0  # only the first N test images (0: all)
+    train_limit: int = 0  # N training images, a class-stratified random subset (data/subset.py); 0: all
+    eval_limit: int = 0  # N held-out images, chosen the same way; 0: all
+    split: str = ""  # the held-out split; "": the one the run was monitored on (eval.pretrained.held_out_split)
     image_size: int = 0  # 0: the checkpoint's training size (same dataset) or the native size
     device: str = "cpu"  # "cpu", "cuda", "cuda:1" or "auto"
     seed: int = 0
@@ -261,7 +262,8 @@ def linear_evaluate(checkpoint: str | Path, cfg: Optional[LinearConfig] = None,
     name = cfg.dataset or pre_cfg.data.dataset
     data_dir = cfg.data_dir if cfg.data_dir is not None else pre_cfg.data.data_dir
     train_set = subset(load_dataset(name, "train", data_dir), cfg.train_limit)
-    test_set = subset(load_dataset(name, "test", data_dir), cfg.eval_limit)
+    split = cfg.split or held_out_split(pre_cfg, name)
+    test_set = subset(load_dataset(name, split, data_dir), cfg.eval_limit)
     num_classes = max(train_set.num_classes, test_set.num_classes)
     if num_classes == 0:
         raise ValueError(f"dataset {name!r} has no labels; linear evaluation needs a labelled dataset")
@@ -309,6 +311,7 @@ def linear_evaluate(checkpoint: str | Path, cfg: Optional[LinearConfig] = None,
     return {
         "checkpoint": str(checkpoint),
         "dataset": name,
+        "split": split,
         "train_images": len(train_set),
         "test_images": len(test_x),
         "num_classes": num_classes,

@@ -41,11 +41,20 @@ def _infer_in_channels(state: dict) -> int:
     return int(first.shape[1]) if first is not None else 3
 
 
+def held_out_split(cfg: Config, dataset: str) -> str:
+    """The labelled split to evaluate a checkpoint on: the one its run was monitored on, when it is
+    evaluated on the dataset it was trained on (Tiny-ImageNet's is ``val``: its ``test`` has no
+    labels); ``test`` for any other dataset."""
+    if dataset == cfg.data.dataset and cfg.data.eval_split:
+        return cfg.data.eval_split
+    return "test"
+
+
 def knn_evaluate(path: str | Path, *, dataset: Optional[str] = None, data_dir: Optional[str] = None,
-                 split: str = "test", ks: Sequence[int] = (200,), ts: Sequence[float] = (0.1,),
+                 split: Optional[str] = None, ks: Sequence[int] = (200,), ts: Sequence[float] = (0.1,),
                  train_limit: int = 0, eval_limit: int = 0, device: str = "cpu", batch_size: int = 512) -> dict:
     """Weighted kNN of a checkpoint's pooled backbone features: bank = the training split,
-    queries = ``split``. Returns ``{"k=200,t=0.1": accuracy, ...}`` plus the data it used.
+    queries = ``split`` (default: :func:`held_out_split`). Returns ``{"k=200,t=0.1": accuracy, ...}`` plus the data it used.
 
     Under torchrun every rank embeds a shard of each split and classifies a share of the queries;
     every rank returns the same, global figures."""
@@ -53,6 +62,7 @@ def knn_evaluate(path: str | Path, *, dataset: Optional[str] = None, data_dir: O
     model, cfg = load_pretrained(path, dev)
     name = dataset or cfg.data.dataset
     ddir = data_dir if data_dir is not None else cfg.data.data_dir
+    split = split or held_out_split(cfg, name)
     bank_set = subset(load_dataset(name, "train", ddir), train_limit)
     query_set = subset(load_dataset(name, split, ddir), eval_limit)
     takes = next(p for p in model.backbone.parameters() if p.dim() == 4).shape[1]  # the first conv's inputs
