@@ -80,7 +80,7 @@ def test_a_run_on_it_is_evaluated_on_val_whose_labels_it_has(tiny, tmp_path, cap
               f"data.cache_dir={tmp_path / 'cache'}"]
     assert main(["pretrain", "--preset", "tinyimagenet", "--data-dir", str(tiny), "--out-dir", str(run),
                  "--quiet", *shrink]) == 0
-    # test/ has no labels: both evaluations default to the split the run was monitored on.
+    # Both evaluations default to the split the run was monitored on (the preset's val).
     assert main(["knn", str(run), "--k", "2", "--json", str(tmp_path / "knn.json")]) == 0
     knn = json.loads((tmp_path / "knn.json").read_text())
     assert knn["split"] == "val" and knn["queries"] == 3

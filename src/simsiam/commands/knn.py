@@ -13,8 +13,8 @@ def add_parser(sub) -> None:
     p.add_argument("checkpoint", help="a checkpoint file or a run directory")
     p.add_argument("--dataset", help="dataset to evaluate on (default: the one it was trained on)")
     p.add_argument("--data-dir", help="where that dataset lives")
-    p.add_argument("--split", help="the query split (default: the held-out split the run was monitored on, e.g. "
-                                   "Tiny-ImageNet's val; test for another dataset)")
+    p.add_argument("--split", help="the query split (default: the held-out split the run was monitored on, "
+                                   "data.eval_split; test for another dataset)")
     p.add_argument("--k", type=int, nargs="+", default=[200], help="neighbour counts")
     p.add_argument("--t", type=float, nargs="+", default=[0.1], help="temperatures")
     p.add_argument("--device", default="cpu")

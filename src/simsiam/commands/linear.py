@@ -10,7 +10,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("linear", help="linear evaluation of a checkpoint (frozen backbone, top-1/top-5)",
                        description="Train a linear classifier on the frozen backbone's pooled features (eval mode: "
                                    "no weight and no BN statistic changes, checked after the first epoch) and report "
-                                   "top-1/top-5 on the test split. Preset 'lars' is the paper's recipe (LARS, batch "
+                                   "top-1/top-5 on the held-out split. Preset 'lars' is the paper's recipe (LARS, batch "
                                    "4096, lr 0.1 x batch/256, cosine, 90 epochs, no weight decay); 'sgd' is SGD lr 30, "
                                    "batch 256. Training views are RandomResizedCrop + flip; testing uses the centre "
                                    "crop (the image itself for in-memory datasets).",
@@ -32,8 +32,8 @@ def add_parser(sub) -> None:
                    help="extract the features once and train the classifier on them (fast on CPU; no augmentation)")
     p.add_argument("--dataset", help="dataset to evaluate on (default: the one it was trained on)")
     p.add_argument("--data-dir", help="where that dataset lives")
-    p.add_argument("--split", help="the held-out split (default: the one the run was monitored on, e.g. "
-                                   "Tiny-ImageNet's val; test for another dataset)")
+    p.add_argument("--split", help="the held-out split (default: the one the run was monitored on, "
+                                   "data.eval_split; test for another dataset)")
     p.add_argument("--train-limit", type=int, default=0,
                    help="use N training images, a class-stratified random subset (0: all)")
     p.add_argument("--eval-limit", type=int, default=0, help="use N held-out images, chosen the same way (0: all)")

@@ -43,8 +43,9 @@ def _infer_in_channels(state: dict) -> int:
 
 def held_out_split(cfg: Config, dataset: str) -> str:
     """The labelled split to evaluate a checkpoint on: the one its run was monitored on, when it is
-    evaluated on the dataset it was trained on (Tiny-ImageNet's is ``val``: its ``test`` has no
-    labels); ``test`` for any other dataset."""
+    evaluated on the dataset it was trained on (a folder's ``data.eval_split=val``, say), so that
+    ``simsiam knn`` and ``simsiam linear`` report on the images the run's own figures used;
+    ``test`` for any other dataset."""
     if dataset == cfg.data.dataset and cfg.data.eval_split:
         return cfg.data.eval_split
     return "test"
