@@ -29,6 +29,16 @@ def _top_neighbours(queries: torch.Tensor, bank: torch.Tensor, k: int, chunk: in
         yield rows, top_sim, top_idx
 
 
+def unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """``x`` with l2-normalised rows, in float32: ``x`` itself when its rows are unit already (a pixel
+    bank normalised in place by its caller), so that a 5 GB bank is not copied."""
+    x = x.float()
+    norms = x.norm(dim=1)
+    if torch.allclose(norms, torch.ones_like(norms), atol=1e-4):
+        return x
+    return F.normalize(x, dim=1)
+
+
 def _vote(top_sim: torch.Tensor, top_labels: torch.Tensor, num_classes: int, t: float) -> torch.Tensor:
     """Class scores ``(q, num_classes)``: each neighbour votes for its label with weight exp(sim / t)."""
     weights = (top_sim / t).exp()
@@ -44,7 +54,7 @@ def knn_predict(queries: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Te
     ``queries`` (Q, F) and ``bank`` (N, F) are l2-normalised here, so similarity is cosine.
     ``k`` is clipped to the bank size, so no sample is dropped or invented.
     """
-    bank = F.normalize(bank.float(), dim=1)
+    bank = unit_rows(bank)
     bank_labels = bank_labels.to(bank.device)
     k = min(k, bank.shape[0])
     scores = [_vote(top_sim, bank_labels[top_idx], num_classes, t)
@@ -72,7 +82,7 @@ def knn_sweep(queries: torch.Tensor, query_labels: torch.Tensor, bank: torch.Ten
         raise ValueError("knn_sweep needs at least one k and one temperature")
     if any(k < 1 for k in ks) or any(t <= 0 for t in ts):
         raise ValueError(f"k must be >= 1 and t > 0, got ks={list(ks)}, ts={list(ts)}")
-    bank = F.normalize(bank.float(), dim=1)
+    bank = unit_rows(bank)
     bank_labels = bank_labels.to(bank.device)
     query_labels = query_labels.to(bank.device)
     max_k = min(max(ks), bank.shape[0])
