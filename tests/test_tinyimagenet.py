@@ -69,7 +69,7 @@ def test_missing_annotations_and_bad_splits_are_clear_errors(tiny):
         load_dataset("tinyimagenet", "train", str(tiny.parent / "missing"))
 
 
-def test_a_run_on_it_is_evaluated_on_val_whose_labels_it_has(tiny, tmp_path, capsys):
+def test_knn_and_linear_evaluate_a_run_on_the_split_it_was_monitored_on(tiny, tmp_path, capsys):
     import json
 
     from simsiam.cli import main

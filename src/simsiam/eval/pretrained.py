@@ -55,7 +55,8 @@ def knn_evaluate(path: str | Path, *, dataset: Optional[str] = None, data_dir: O
                  split: Optional[str] = None, ks: Sequence[int] = (200,), ts: Sequence[float] = (0.1,),
                  train_limit: int = 0, eval_limit: int = 0, device: str = "cpu", batch_size: int = 512) -> dict:
     """Weighted kNN of a checkpoint's pooled backbone features: bank = the training split,
-    queries = ``split`` (default: :func:`held_out_split`). Returns ``{"k=200,t=0.1": accuracy, ...}`` plus the data it used.
+    queries = ``split`` (default: :func:`held_out_split`). Returns ``{"k=200,t=0.1": accuracy, ...}``
+    plus the data it used.
 
     Under torchrun every rank embeds a shard of each split and classifies a share of the queries;
     every rank returns the same, global figures."""
