@@ -107,6 +107,7 @@ def test_recipe_keys_are_the_config_fields():
 def test_recipe_values_are_the_papers():
     im, ci, gr = RECIPES["imagenet"], RECIPES["cifar"], RECIPES["gray"]
     assert (im["crop_scale_min"], im["crop_scale_max"], im["flip_p"], im["jitter_p"]) == (0.2, 1.0, 0.5, 0.8)
+    assert (im["crop_ratio_min"], im["crop_ratio_max"]) == (3 / 4, 4 / 3)  # torchvision's RandomResizedCrop
     assert (im["brightness"], im["contrast"], im["saturation"], im["hue"]) == (0.4, 0.4, 0.4, 0.1)
     assert (im["grayscale_p"], im["blur_p"], im["blur_sigma_min"], im["blur_sigma_max"]) == (0.2, 0.5, 0.1, 2.0)
     assert ci == {**im, "blur_p": 0.0}
@@ -123,6 +124,17 @@ def test_aug_values_fill_from_recipe_and_validate():
         aug_values(AugConfig(crop_scale_min=0.0))
     with pytest.raises(ValueError, match="flip_p"):
         aug_values(AugConfig(flip_p=1.5))
+    with pytest.raises(ValueError, match="crop_ratio_min/max"):
+        aug_values(AugConfig(crop_ratio_min=1.5, crop_ratio_max=1.2))
+
+
+def test_a_ratio_range_of_one_gives_square_crops():
+    aug = BatchAugment(AugConfig(recipe="gray", crop_ratio_min=1.0, crop_ratio_max=1.0), 28, 1, 0.5, 0.25)
+    p = aug.sample_params(4000, torch.Generator().manual_seed(0), "cpu")
+    w, h = p["crop_box"][:, 2], p["crop_box"][:, 3]
+    assert torch.equal(w, h) and w.unique().numel() > 5  # square, and still of many sizes
+    default = BatchAugment(AugConfig(recipe="gray"), 28, 1, 0.5, 0.25).sample_params(4000, torch.Generator().manual_seed(0))
+    assert (default["crop_box"][:, 2] != default["crop_box"][:, 3]).float().mean() > 0.5
 
 
 def test_blur_kernel_size_is_odd_ten_percent():
@@ -241,6 +253,27 @@ def test_crop_resize_matches_torchvision_resize():
         assert (out[i, :, 2:-2, 2:-2] - ref[:, 2:-2, 2:-2]).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("source_hw", [(16, 16), (40, 52)])  # upscaled and downscaled crops
+def test_crop_resize_equals_grid_sample(source_hw):
+    """The two-matmul resampling is grid_sample's bilinear, border-padded sampling, flips included."""
+    height, width = source_hw
+    x = smooth_images(24, 3, height, width, seed=4).float() / 255
+    aug = BatchAugment(AugConfig(recipe="imagenet"), 24, 3, ZERO[3], ONE[3])
+    p = aug.sample_params(24, torch.Generator().manual_seed(1), "cpu", image_hw=source_hw)
+    assert p["flip"].any() and not p["flip"].all()
+    x0, y0, w, h = p["crop_box"].float().unbind(1)
+    theta = torch.zeros(24, 2, 3)
+    theta[:, 0, 0] = torch.where(p["flip"], -w / width, w / width)
+    theta[:, 0, 2] = (2 * x0 + w) / width - 1
+    theta[:, 1, 1] = h / height
+    theta[:, 1, 2] = (2 * y0 + h) / height - 1
+    grid = F.affine_grid(theta, [24, 3, 24, 24], align_corners=False)
+    ref = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    out = B.crop_resize_flip(x, p["crop_box"], p["flip"], 24)
+    assert out.is_contiguous()
+    assert (out - ref).abs().max() < 1e-5
+
+
 # --------------------------------------------------------------------------------------------
 # batched ops vs torchvision functional ops
 # --------------------------------------------------------------------------------------------
@@ -267,6 +300,17 @@ def test_color_ops_match_torchvision(float_batch, name, factors):
     ours1 = getattr(B, f"adjust_{name}")(one, torch.tensor(factors))
     ref1 = torch.stack([getattr(TF, f"adjust_{name}")(img, f) for img, f in zip(one, factors)])
     assert (ours1 - ref1).abs().max() < 1e-5
+
+
+def test_hue_follows_torchvision_when_channels_tie():
+    """Where two channels share the max, the hue sextant is picked red, then green, then blue."""
+    levels = torch.tensor([0.2, 0.5, 0.9])
+    pixels = torch.cartesian_prod(levels, levels, levels).T.reshape(1, 3, 3, 9)  # every tie pattern
+    x = pixels.expand(3, 3, 3, 9).contiguous()
+    shifts = [-0.3, 0.1, 0.45]
+    ours = B.adjust_hue(x, torch.tensor(shifts))
+    ref = torch.stack([TF.adjust_hue(img, s) for img, s in zip(x, shifts)])
+    assert (ours - ref).abs().max() < 1e-5
 
 
 def test_grayscale_matches_torchvision(float_batch):

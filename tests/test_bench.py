@@ -10,6 +10,7 @@ from simsiam import get_preset
 from simsiam.cli import main
 from simsiam.perf.bench import flops_per_image, synthetic_dataset
 from simsiam.resolve import resolve
+from simsiam.train.allocator import allocator_state
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -34,6 +35,7 @@ def test_bench_on_digits_prints_a_table_and_writes_json(tmp_path, capsys):
     assert r["config"]["optim"]["epochs"] == 2  # a budget in images: the steps follow a real schedule
     assert "other_processes_cores" in r
     assert r["device"] == "cpu" and r["threads"] == 1 and r["batch_size"] == 128
+    assert r["allocator"] == allocator_state() and r["allocator"]  # main() applied the allocator settings
     assert r["steps"] == 2 and r["warmup"] == 1 and r["image_shape"] == [1, 8, 8]
     for phase in ("pipeline", "step", "end_to_end"):
         row = r["images_per_s"][phase]

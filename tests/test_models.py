@@ -35,6 +35,24 @@ def test_small_stem_pools_to_half_the_side_with_the_cifar_trunks_parameters():
     assert small.state_dict().keys() == cifar.state_dict().keys()  # the same weights: only the pooling differs
 
 
+@pytest.mark.parametrize("size", [28, 40])
+def test_a_pool_grid_keeps_the_layout_of_the_last_stage(size):
+    """pool_grid=2: the last stage's map averaged over its four quadrants, flattened channel by channel."""
+    torch.manual_seed(0)
+    grid = build_backbone("resnet18_small", in_channels=1, width=8, pool_grid=2).eval()
+    assert grid.num_features == 4 * build_backbone("resnet18_small", in_channels=1, width=8).num_features
+    x = torch.randn(3, 1, size, size)
+    with torch.no_grad():
+        maps, out = grid.forward_maps(x), grid(x)
+    assert out.shape == (3, grid.num_features)
+    expected = nn.functional.adaptive_avg_pool2d(maps, 2).flatten(1)
+    assert torch.allclose(out, expected) and not torch.allclose(out[:, 0::4], out[:, 3::4])
+    with pytest.raises(ValueError, match="pool_grid"):
+        build_backbone("resnet18_small", pool_grid=0)
+    with pytest.raises(ValueError, match="pools as it was built"):
+        build_backbone("timm:resnet18", pool_grid=2)
+
+
 def test_last_bn_of_every_residual_block_starts_at_zero():
     for name, attr in (("resnet18", "bn2"), ("resnet50", "bn3")):
         net = build_backbone(name, width=8)

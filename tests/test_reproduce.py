@@ -4,11 +4,12 @@ import json
 
 import pytest
 
+from simsiam import get_preset
 from simsiam.cli import main
 from simsiam.reproduce import all_tables
 from simsiam.reproduce.claims import expectations, run_collapsed, verdict
 from simsiam.reproduce.report import write_index, write_report
-from simsiam.reproduce.runner import row_config, run_rows, slug
+from simsiam.reproduce.runner import _same_settings, row_config, run_rows, slug
 from simsiam.resolve import resolve
 
 
@@ -123,6 +124,16 @@ def test_a_run_directory_of_other_settings_is_refused(tmp_path):
     run_rows("t", rows, overrides=small, **kw)
     with pytest.raises(FileExistsError, match="other settings"):
         run_rows("t", rows, overrides=small + ["model.dim=32"], **kw)
+
+
+def test_a_run_saved_before_a_recipe_field_existed_is_the_same_run():
+    """A checkpoint written before a field joined the recipes (its value absent) matches today's config."""
+    cfg = resolve(get_preset("digits"))
+    saved = cfg.to_dict()
+    del saved["aug"]["crop_ratio_min"], saved["aug"]["crop_ratio_max"]
+    assert _same_settings(saved, cfg)
+    saved["aug"]["crop_scale_min"] = 0.5
+    assert not _same_settings(saved, cfg)
 
 
 def test_reproduce_stopgrad_on_digits_shows_the_collapse(tmp_path):

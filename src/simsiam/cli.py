@@ -44,6 +44,9 @@ TORCHRUN_COMMANDS = ("pretrain", "knn")
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
     from .parallel.distributed import launched_by_torchrun
+    from .train.allocator import keep_freed_memory
+
+    keep_freed_memory()  # before any tensor: every command's large temporaries are reused, not re-faulted
 
     if launched_by_torchrun() and args.command not in TORCHRUN_COMMANDS:
         if os.environ.get("RANK") == "0":

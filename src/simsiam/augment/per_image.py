@@ -12,7 +12,7 @@ from PIL import Image
 from torchvision import transforms as T
 
 from ..config import AugConfig
-from .recipes import CROP_RATIO, aug_values, blur_kernel_size, check_mean_std
+from .recipes import aug_values, blur_kernel_size, check_mean_std
 
 
 class EnsureMode:
@@ -45,7 +45,8 @@ def build_view_transform(aug: AugConfig, size: int, channels: int, mean, std) ->
     mean, std = check_mean_std(mean, std, channels)
     ops: list = [
         EnsureMode(channels),
-        T.RandomResizedCrop(size, scale=(v["crop_scale_min"], v["crop_scale_max"]), ratio=CROP_RATIO),
+        T.RandomResizedCrop(size, scale=(v["crop_scale_min"], v["crop_scale_max"]),
+                                    ratio=(v["crop_ratio_min"], v["crop_ratio_max"])),
     ]
     # Saturation and hue need 3 channels; torchvision skips an op whose strength is 0.
     saturation, hue = (v["saturation"], v["hue"]) if channels == 3 else (0.0, 0.0)

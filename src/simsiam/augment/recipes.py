@@ -13,6 +13,9 @@ from ..config import AugConfig
 _IMAGENET = {
     "crop_scale_min": 0.2,
     "crop_scale_max": 1.0,
+    # RandomResizedCrop's aspect-ratio range (torchvision's default, which the paper's code uses).
+    "crop_ratio_min": 3.0 / 4.0,
+    "crop_ratio_max": 4.0 / 3.0,
     "flip_p": 0.5,
     "jitter_p": 0.8,
     "brightness": 0.4,
@@ -32,8 +35,6 @@ RECIPES: dict[str, dict[str, float]] = {
     "gray": {**_IMAGENET, "saturation": 0.0, "hue": 0.0, "grayscale_p": 0.0, "blur_p": 0.0},
 }
 
-# Aspect-ratio range of RandomResizedCrop (torchvision's default, used by the paper's code).
-CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 # Tries of RandomResizedCrop before it falls back to a central crop.
 CROP_TRIES = 10
 
@@ -62,6 +63,9 @@ def _check(v: dict[str, float]) -> None:
     if not 0.0 < v["crop_scale_min"] <= v["crop_scale_max"] <= 1.0:
         raise ValueError(f"aug.crop_scale_min/max must satisfy 0 < min <= max <= 1, got "
                          f"{v['crop_scale_min']}, {v['crop_scale_max']}")
+    if not 0.0 < v["crop_ratio_min"] <= v["crop_ratio_max"]:
+        raise ValueError(f"aug.crop_ratio_min/max (the crop's width/height) must satisfy 0 < min <= max, got "
+                         f"{v['crop_ratio_min']}, {v['crop_ratio_max']}; 1 and 1 give square crops")
     for name in ("flip_p", "jitter_p", "grayscale_p", "blur_p"):
         if not 0.0 <= v[name] <= 1.0:
             raise ValueError(f"aug.{name} is a probability, got {v[name]}")

@@ -42,6 +42,8 @@ class AugConfig:
     recipe: str = "imagenet"  # "imagenet" (paper, with blur), "cifar" (appendix D, no blur), "gray"
     crop_scale_min: Optional[float] = None
     crop_scale_max: Optional[float] = None
+    crop_ratio_min: Optional[float] = None  # aspect ratio w/h of the crop box, drawn log-uniformly
+    crop_ratio_max: Optional[float] = None
     flip_p: Optional[float] = None
     jitter_p: Optional[float] = None
     brightness: Optional[float] = None
@@ -60,6 +62,7 @@ class ModelConfig:
     width: int = 64  # channels of the first residual stage (64 is the standard ResNet)
     in_channels: int = 0  # 0: from the dataset (1 for grayscale, 3 for colour)
     zero_init_residual: bool = True  # last BN gamma of every residual block starts at 0 (paper)
+    pool_grid: int = 1  # the last stage pooled to a grid of this side, flattened (1: global average pooling)
     proj_layers: int = 3  # 3 for ImageNet, 2 for the CIFAR recipe
     proj_hidden: int = 2048
     dim: int = 2048  # d, the output of the projector and of the predictor

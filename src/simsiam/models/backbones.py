@@ -44,13 +44,18 @@ class ResNet(nn.Module):
     ``stem="small"``: the CIFAR stem then a 2x2 max-pool: every stage at half the side, a quarter
     of the CIFAR trunk's FLOPs, for 28-64 pixel images on a CPU (the ``fmnist`` preset).
     ``width`` is the channel count of the first stage (64 standard); later stages double it.
+    ``pool_grid``: the last stage is average-pooled to a ``pool_grid`` x ``pool_grid`` grid and
+    flattened (1: global average pooling, the standard ResNet); 2 keeps where in the image a feature
+    was, at ``pool_grid ** 2`` times the feature width, for any input size.
     """
 
     def __init__(self, block: Block, layers: list[int], in_channels: int = 3, width: int = 64,
-                 stem: str = "imagenet", zero_init_residual: bool = True):
+                 stem: str = "imagenet", zero_init_residual: bool = True, pool_grid: int = 1):
         super().__init__()
         if stem not in ("imagenet", "cifar", "small"):
             raise ValueError(f"stem must be 'imagenet', 'cifar' or 'small', got {stem!r}")
+        if pool_grid < 1:
+            raise ValueError(f"model.pool_grid must be at least 1 (1: global average pooling), got {pool_grid}")
         self.stem = stem
         self.inplanes = width
         if stem == "imagenet":
@@ -65,8 +70,8 @@ class ResNet(nn.Module):
         self.layer2 = self._make_layer(block, width * 2, layers[1], stride=2)
         self.layer3 = self._make_layer(block, width * 4, layers[2], stride=2)
         self.layer4 = self._make_layer(block, width * 8, layers[3], stride=2)
-        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
-        self.num_features = width * 8 * block.expansion
+        self.avgpool = nn.AdaptiveAvgPool2d((pool_grid, pool_grid))
+        self.num_features = width * 8 * block.expansion * pool_grid * pool_grid
 
         # torchvision's initialisation, so that a standard backbone starts where torchvision's does.
         for m in self.modules():
@@ -106,8 +111,8 @@ class ResNet(nn.Module):
 
 
 def _factory(block: Block, layers: list[int], stem: str) -> Callable[..., ResNet]:
-    def build(in_channels: int = 3, width: int = 64, zero_init_residual: bool = True) -> ResNet:
-        return ResNet(block, layers, in_channels, width, stem, zero_init_residual)
+    def build(in_channels: int = 3, width: int = 64, zero_init_residual: bool = True, pool_grid: int = 1) -> ResNet:
+        return ResNet(block, layers, in_channels, width, stem, zero_init_residual, pool_grid)
     return build
 
 
@@ -130,10 +135,13 @@ TORCHVISION_EQUIVALENT = {"resnet18": "resnet18", "resnet34": "resnet34", "resne
 
 
 def build_backbone(name: str, in_channels: int = 3, width: int = 64, zero_init_residual: bool = True,
-                   image_size: int = 0) -> nn.Module:
+                   image_size: int = 0, pool_grid: int = 1) -> nn.Module:
     """A registry ResNet, or any timm model for a ``timm:<name>`` (``width`` and ``zero_init_residual``
     are the ResNets' options; a timm model's size is its name, ``image_size`` is for ViTs)."""
     if is_timm(name):
+        if pool_grid != 1:
+            raise ValueError(f"model.pool_grid={pool_grid} is an option of this package's ResNets; a timm model "
+                             "pools as it was built (leave model.pool_grid=1)")
         return build_timm_backbone(name, in_channels, image_size)
     if name.startswith(CUSTOM_PREFIX):
         raise ValueError(f"this run trained your own backbone ({name}); build it again and pass it, e.g. "
@@ -141,7 +149,8 @@ def build_backbone(name: str, in_channels: int = 3, width: int = 64, zero_init_r
     if name not in BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(sorted(BACKBONES))}, "
                          "or timm:<any timm model>")
-    return BACKBONES[name](in_channels=in_channels, width=width, zero_init_residual=zero_init_residual)
+    return BACKBONES[name](in_channels=in_channels, width=width, zero_init_residual=zero_init_residual,
+                           pool_grid=pool_grid)
 
 
 def input_channels(backbone: nn.Module) -> int:

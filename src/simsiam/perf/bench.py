@@ -44,6 +44,7 @@ from ..methods.base import Method
 from ..optim import build_optimizer
 from ..parallel import distributed as dist
 from ..resolve import resolve
+from ..train.allocator import allocator_state
 from ..train.budget import settle_budget
 from ..train.loop import epoch_batches
 from ..train.resources import peak_memory, reset_peak_memory
@@ -291,6 +292,7 @@ def run_bench(cfg: Config, opts: BenchOptions, warn: Callable[[str], None] = pri
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
         "cpu_cores": cores,
         "threads": torch.get_num_threads(),
+        "allocator": allocator_state(),
         "torch": torch.__version__,
         "batch_size": cfg.optim.batch_size,
         "image_shape": [channels, size, size],

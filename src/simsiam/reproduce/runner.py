@@ -74,7 +74,8 @@ def _same_settings(saved: dict, cfg: Config) -> bool:
         then = from_dict(saved)
     except ConfigError:  # a key the schema no longer has
         return False
-    return _comparable(then.to_dict()) == _comparable(resolve(copy.deepcopy(cfg)).to_dict())
+    # Resolved on both sides: a recipe value added since (a None in the old file) is filled in as it was used.
+    return _comparable(resolve(then).to_dict()) == _comparable(resolve(copy.deepcopy(cfg)).to_dict())
 
 
 def _read_json(path: Path) -> Optional[dict]:

@@ -37,6 +37,7 @@ from ..parallel import distributed as dist
 from ..resolve import resolve
 from ..seeding import seed_everything
 from . import speed
+from .allocator import keep_freed_memory
 from .budget import settle_budget
 from .loop import EpochTotals, run_epoch
 from .pictures import log_augmented_views, log_embedding_projector
@@ -92,6 +93,7 @@ def pretrain(cfg: Config, resume: bool = False, stop: Optional[StopRequest] = No
     ranks); only rank 0 writes. SIGTERM, SIGINT and SIGUSR1 (or ``stop.request(...)``) end the run
     after the current step with a checkpoint: ``result.stopped_early == "signal"``.
     """
+    keep_freed_memory()  # the CLI has done so already; this is for the Python API
     with stop or StopRequest() as stop:
         run = _set_up(cfg, resume, stop, backbone)
         try:
