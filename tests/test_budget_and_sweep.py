@@ -106,6 +106,23 @@ def test_sweep_command_ranks_rows_beside_the_baselines_at_both_temperatures(tmp_
     assert "simsiam sweep" in summary["command"] and "--vary model.dim=32" in summary["command"]
 
 
+def test_a_second_sweep_on_the_same_out_keeps_the_first_ones_rows_in_the_report(tmp_path):
+    out, common = tmp_path / "sw", ["sweep", "--preset", "digits", *SMALL, "optim.epochs=1"]
+    assert main([*common, "--vary", "model.dim=32", "--out", str(out)]) == 0
+    assert main([*common, "--vary", "optim.base_lr=0.1", "--out", str(out)]) == 0
+    summary = json.loads((out / "sweep" / "summary.json").read_text())
+    assert {r["name"] for r in summary["rows"]} == {"base", "model.dim=32", "optim.base_lr=0.1"}
+    assert len(summary["commands"]) == 2 and "--vary optim.base_lr=0.1" in summary["commands"][1]
+    report = (out / "sweep" / "report.md").read_text()
+    assert "| `model.dim=32` |" in report and report.count("- command: `") == 2
+    # Another base (other common overrides) is another table: the earlier rows are not mixed in.
+    assert main([*common, "optim.weight_decay=0", "--out", str(tmp_path / "other")]) == 0
+    (tmp_path / "other" / "sweep" / "summary.json").write_text((out / "sweep" / "summary.json").read_text())
+    assert main([*common, "optim.weight_decay=0", "--out", str(tmp_path / "other")]) == 0
+    other = json.loads((tmp_path / "other" / "sweep" / "summary.json").read_text())
+    assert [r["name"] for r in other["rows"]] == ["base"]
+
+
 def test_a_stop_signal_ends_the_whole_table_and_the_run_is_not_called_done(tmp_path, monkeypatch):
     import simsiam.train.pretrain as train
     from simsiam.reproduce.runner import TableStopped

@@ -88,20 +88,38 @@ def _rank_key(s: dict) -> float:
     return -mean if mean is not None and math.isfinite(mean) else math.inf
 
 
+def _earlier_rows(table_dir: Path, preset: str, overrides: list[str], now: set[str]) -> tuple[list[dict], list[str]]:
+    """Rows (and commands) that earlier invocations on the same ``--out`` summarised and this one did
+    not run: kept in the report when they started from the same preset and common overrides, so
+    that ``--vary A`` then ``--vary B`` on one ``--out`` rank A's rows beside B's."""
+    try:
+        before = json.loads((table_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return [], []
+    if before.get("preset") != preset or before.get("overrides") != overrides:
+        return [], []
+    rows = [r for r in before.get("rows", []) if r.get("name") not in now]
+    commands = before.get("commands") or [before.get("command", "")]
+    return rows, [c for c in commands if c]
+
+
 def write_sweep_report(rows: list[dict], records: list[dict], *, out: Path, command: str, preset: str,
                        overrides: list[str], seeds: list[int], seconds: float) -> Path:
-    """``OUT/sweep/report.md`` (rows best first) and ``summary.json``."""
+    """``OUT/sweep/report.md`` (rows best first) and ``summary.json``, with the rows of earlier
+    invocations on the same ``--out`` and base (:func:`_earlier_rows`)."""
     table_dir = out / SWEEP
     table_dir.mkdir(parents=True, exist_ok=True)
-    summaries = sorted((summarise_row(row, [r for r in records if r["row"] == row["name"]]) for row in rows),
-                       key=_rank_key)
+    current = [summarise_row(row, [r for r in records if r["row"] == row["name"]]) for row in rows]
+    kept, earlier_commands = _earlier_rows(table_dir, preset, overrides, {row["name"] for row in rows})
+    summaries = sorted(current + kept, key=_rank_key)
+    commands = [c for c in earlier_commands if c != command] + [command]
     with_linear = any(s["linear"]["n"] for s in summaries)
     t = records[0]["config"].monitor.knn_t if records else 0.1
     k = records[0]["config"].monitor.knn_k if records else 200
     lines = [
         f"# Sweep on `{preset}`: rows ranked by kNN accuracy",
         "",
-        f"- command: `{command}`",
+        *(f"- command: `{c}`" for c in commands),
         f"- preset `{preset}`; on every row: `{' '.join(overrides) or '-'}`; seeds {seeds}; commit `{git_commit()}`; "
         f"{time.strftime('%Y-%m-%d %H:%M')}; {seconds / 60:.0f} min this invocation",
         f"- kNN: k={k} on the last epoch's features at the monitor's T={t}, and at T=0.1 and T=0.2 from the "
@@ -126,7 +144,8 @@ def write_sweep_report(rows: list[dict], records: list[dict], *, out: Path, comm
               "report); re-running the command skips finished runs and resumes interrupted ones."]
     (table_dir / "report.md").write_text("\n".join(lines) + "\n")
     (table_dir / "summary.json").write_text(json.dumps(
-        {"preset": preset, "overrides": overrides, "seeds": seeds, "command": command, "rows": summaries},
+        {"preset": preset, "overrides": overrides, "seeds": seeds, "command": command, "commands": commands,
+         "rows": summaries},
         indent=1, default=str))
     return table_dir / "report.md"
 
