@@ -1,11 +1,12 @@
 """End-to-end behaviour of pretraining: outputs, checkpoints, exact resume, divergence, collapse."""
+import copy
 import json
 import math
 
 import pytest
 import torch
 
-from simsiam import pretrain
+from simsiam import apply_overrides, get_preset, pretrain
 from simsiam.artifacts import checkpoint as ckpt_io
 from simsiam.train.pretrain import TrainingDiverged
 
@@ -135,3 +136,14 @@ def test_existing_run_directory_is_not_overwritten(digits_cfg):
     pretrain(digits_cfg)
     with pytest.raises(FileExistsError, match="--resume"):
         pretrain(digits_cfg)
+
+
+def test_resuming_a_finished_run_says_so_and_trains_nothing(tmp_path, capsys):
+    cfg = apply_overrides(get_preset("digits"), ["optim.epochs=1", "data.train_limit=256", "data.eval_split=",
+                                                 "optim.batch_size=64", f"run.out_dir={tmp_path / 'run'}"])
+    first = pretrain(copy.deepcopy(cfg))
+    capsys.readouterr()
+    again = pretrain(copy.deepcopy(cfg), resume=True)
+    out = capsys.readouterr().out
+    assert "finished its 1 epochs" in out and not any(line.startswith("resuming") for line in out.splitlines())
+    assert again.epochs_done == first.epochs_done == 1

@@ -227,7 +227,11 @@ def _restore(run: _Run, saved: dict) -> None:
     ckpt_io.set_rng_state(saved["rng"])
     # drop records of the steps the interruption cut short: the resumed run redoes them
     run.log.keep_until(run.start_epoch, run.step)
-    run.log.info(f"resuming {run.run_dir} at epoch {run.start_epoch + 1}/{run.cfg.optim.epochs}{where} (step {run.step})")
+    if run.start_epoch >= run.cfg.optim.epochs:
+        run.log.info(f"{run.run_dir} finished its {run.cfg.optim.epochs} epochs (step {run.step}); its figures again:")
+    else:
+        run.log.info(f"resuming {run.run_dir} at epoch {run.start_epoch + 1}/{run.cfg.optim.epochs}{where} "
+                     f"(step {run.step})")
 
 
 # ------------------------------------------------------------------------------------------ epochs
