@@ -253,9 +253,10 @@ def test_crop_resize_matches_torchvision_resize():
         assert (out[i, :, 2:-2, 2:-2] - ref[:, 2:-2, 2:-2]).abs().max() < 1e-5
 
 
-@pytest.mark.parametrize("source_hw", [(16, 16), (40, 52)])  # upscaled and downscaled crops
+# Upscaled and downscaled crops by matmuls; a source too large for them goes through grid_sample.
+@pytest.mark.parametrize("source_hw", [(16, 16), (40, 52), (B._MATMUL_CROP_MAX_SIDE + 9, 30)])
 def test_crop_resize_equals_grid_sample(source_hw):
-    """The two-matmul resampling is grid_sample's bilinear, border-padded sampling, flips included."""
+    """Bilinear, border-padded sampling as grid_sample's, flips included, on either path."""
     height, width = source_hw
     x = smooth_images(24, 3, height, width, seed=4).float() / 255
     aug = BatchAugment(AugConfig(recipe="imagenet"), 24, 3, ZERO[3], ONE[3])

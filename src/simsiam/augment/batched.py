@@ -8,7 +8,7 @@ of a batch costs a few dozen kernel launches instead of a DataLoader full of PIL
 
 Known, deliberate differences from the per-image path (none changes a parameter's distribution):
 
-* The crop is resampled bilinearly from the whole image (two matmuls), without the
+* The crop is resampled bilinearly from the whole image, without the
   antialiasing that torchvision applies when it *downscales*; a crop larger than the output
   (ImageNet-size files) is therefore slightly sharper/aliased. For in-memory datasets at native
   size every crop is upscaled, where the two agree. Samples within half a pixel of a crop edge
@@ -268,24 +268,51 @@ def _interpolation_matrices(start: torch.Tensor, length: torch.Tensor, extent: i
     return m.scatter_add_(2, below, 1.0 - frac).scatter_add_(2, above, frac)
 
 
+# Up to this source side the crop is two small matmuls, about half grid_sample's CPU time at 64 px;
+# their cost grows with side^3, and at 224 px (256-px sources) they take twice grid_sample's.
+_MATMUL_CROP_MAX_SIDE = 160
+
+
 def crop_resize_flip(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size: int) -> torch.Tensor:
     """Crop each box, resize it to ``size`` x ``size`` (bilinear) and mirror flagged images.
 
-    Bilinear resampling is separable: each image is ``rows @ image @ columns^T`` with one
-    two-weights-per-row matrix per axis (:func:`_interpolation_matrices`), computed as two batched
-    matmuls. The result is ``grid_sample``'s (bilinear, ``align_corners=False``, border padding)
-    to float rounding, at about half its CPU time at 64 px.
+    Bilinear sampling with ``align_corners=False`` and border padding, as ``grid_sample`` computes
+    it. For small images (up to ``_MATMUL_CROP_MAX_SIDE``) it is separable: each image is
+    ``rows @ image @ columns^T`` with one two-weights-per-row matrix per axis
+    (:func:`_interpolation_matrices`), two batched matmuls. The two ways agree to float rounding.
     """
     b, c, height, width = x.shape
     boxes = boxes.to(device=x.device, dtype=x.dtype)
+    flip = flip.to(x.device)
+    if max(height, width) > _MATMUL_CROP_MAX_SIDE:
+        return _crop_by_grid_sample(x, boxes, flip, size)
     x0, y0, w, h = boxes.unbind(1)
     rows = _interpolation_matrices(y0, h, height, size)  # (B, size, H)
-    columns = _interpolation_matrices(x0, w, width, size, flip.to(x.device))  # (B, size, W)
+    columns = _interpolation_matrices(x0, w, width, size, flip)  # (B, size, W)
     # Columns first on (B, C*H, W); then the rows need H innermost-but-one: (B, H, C*size).
     y = torch.bmm(x.reshape(b, c * height, width), columns.transpose(1, 2))
     y = y.view(b, c, height, size).transpose(1, 2).reshape(b, height, c * size)
     out = torch.bmm(rows, y)  # (B, size, C*size)
     return out.view(b, size, c, size).permute(0, 2, 1, 3).contiguous()
+
+
+def _crop_by_grid_sample(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size: int) -> torch.Tensor:
+    """The same crop as one ``grid_sample`` of an affine grid per image.
+
+    Output pixel u samples input x0 + (u + 0.5) * w / size - 0.5; in the normalised coordinates of
+    ``affine_grid`` that is x_in = (w / W) * x_out + (2 * x0 + w) / W - 1, and a flip negates the
+    x scale, mirroring about the crop's centre.
+    """
+    b, c, height, width = x.shape
+    x0, y0, w, h = boxes.unbind(1)
+    theta = torch.zeros(b, 2, 3, device=x.device, dtype=x.dtype)
+    theta[:, 0, 0] = torch.where(flip, -w / width, w / width)
+    theta[:, 0, 2] = (2 * x0 + w) / width - 1
+    theta[:, 1, 1] = h / height
+    theta[:, 1, 2] = (2 * y0 + h) / height - 1
+    grid = F.affine_grid(theta, [b, c, size, size], align_corners=False)
+    # "border" replicates the image edge, where "zeros" would darken samples in the outer half pixel.
+    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
 def _gathers(device: torch.device) -> bool:
