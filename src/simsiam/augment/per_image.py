@@ -46,7 +46,7 @@ def build_view_transform(aug: AugConfig, size: int, channels: int, mean, std) ->
     ops: list = [
         EnsureMode(channels),
         T.RandomResizedCrop(size, scale=(v["crop_scale_min"], v["crop_scale_max"]),
-                                    ratio=(v["crop_ratio_min"], v["crop_ratio_max"])),
+                            ratio=(v["crop_ratio_min"], v["crop_ratio_max"])),
     ]
     # Saturation and hue need 3 channels; torchvision skips an op whose strength is 0.
     saturation, hue = (v["saturation"], v["hue"]) if channels == 3 else (0.0, 0.0)
