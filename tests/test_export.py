@@ -69,6 +69,24 @@ def test_how_to_load_lines_rebuild_a_narrow_one_channel_backbone_in_torchvision(
     _features_equal(namespace["model"], model.backbone, in_channels=1, size=8)
 
 
+@pytest.mark.parametrize("backbone, width, in_channels, pool_grid, size", [
+    ("resnet18_small", 8, 1, 2, 28),  # the fmnist preset's shape: small stem, narrow, grey, 2x2 grid
+    ("resnet18", 64, 3, 2, 64),  # only the grid differs from torchvision's
+])
+def test_how_to_load_lines_rebuild_the_small_stem_and_the_pool_grid(tmp_path, backbone, width, in_channels,
+                                                                   pool_grid, size):
+    path, model, _ = make_checkpoint_file(tmp_path / "g.pt", backbone=backbone, width=width, in_channels=in_channels,
+                                          pool_grid=pool_grid)
+    res = export_checkpoint(path, "torchvision", tmp_path / "g.pth")
+    assert "pool grid 2x2" in res.warnings[0]
+    assert "torchvision.models.resnet18()" in res.how_to_load
+    namespace: dict = {}
+    exec(res.how_to_load, namespace)  # noqa: S102 - our own generated code
+    assert sorted(namespace["missing"]) == ["fc.bias", "fc.weight"] and namespace["unexpected"] == []
+    assert namespace["model"].fc.in_features == model.backbone.num_features
+    _features_equal(namespace["model"], model.backbone, in_channels=in_channels, size=size)
+
+
 def test_safetensors_export_round_trips(standard_ckpt, tmp_path):
     path, model, _ = standard_ckpt
     res = export_checkpoint(path, "safetensors", tmp_path / "b.safetensors")

@@ -52,34 +52,51 @@ def torchvision_mismatches(cfg: Config, in_channels: int) -> list[str]:
     """Why the stock torchvision constructor would not take this backbone as it is ([] when it would)."""
     m = cfg.model
     reasons = []
-    if m.backbone not in TORCHVISION_EQUIVALENT:
+    stem = _stem(cfg)
+    if stem == "cifar":
         reasons.append(f"backbone {m.backbone!r} has the CIFAR stem (3x3 stride-1 conv1, no max-pool)")
+    elif stem == "small":
+        reasons.append(f"backbone {m.backbone!r} has the small stem (3x3 stride-1 conv1, 2x2 max-pool)")
     if m.width != 64:
         reasons.append(f"width {m.width} (torchvision's ResNets have width 64)")
     if in_channels != 3:
         reasons.append(f"{in_channels} input channel(s) (torchvision's ResNets take 3)")
+    if m.pool_grid != 1:
+        reasons.append(f"pool grid {m.pool_grid}x{m.pool_grid} (torchvision's ResNets average the last stage to 1x1)")
     return reasons
 
 
+def _stem(cfg: Config) -> str:
+    """"imagenet", "cifar" or "small": the part of a built-in backbone's name after the depth."""
+    if cfg.model.backbone in TORCHVISION_EQUIVALENT:
+        return "imagenet"
+    return cfg.model.backbone.partition("_")[2]
+
+
 def _torchvision_constructor(cfg: Config) -> str:
-    return TORCHVISION_EQUIVALENT.get(cfg.model.backbone, cfg.model.backbone.removesuffix("_cifar"))
+    """The torchvision ResNet of the same depth and blocks: ``resnet18_small`` -> ``resnet18``."""
+    return TORCHVISION_EQUIVALENT.get(cfg.model.backbone, cfg.model.backbone.partition("_")[0])
 
 
 def torchvision_how_to_load(backbone: nn.Module, cfg: Config, path: Path) -> str:
     """Python lines that build a matching torchvision model and load the export (runnable as they are).
 
     A standard backbone needs only the stock constructor. Otherwise the lines rebuild what differs
-    with torchvision's own parts: the stem (CIFAR: 3x3 stride-1 conv, no max-pool; other channel
-    counts) and, for another width, the four stages through torchvision's ``ResNet._make_layer``.
+    with torchvision's own parts: the stem (CIFAR: 3x3 stride-1 conv, no max-pool; small: the same
+    conv, a 2x2 max-pool; other channel counts), for another width the four stages through
+    torchvision's ``ResNet._make_layer``, and the pooling grid.
     """
     ctor = _torchvision_constructor(cfg)
     width = cfg.model.width
     in_channels = backbone.conv1.in_channels
+    grid = cfg.model.pool_grid
+    stem = _stem(cfg)
     lines = ["import torch, torchvision", f"model = torchvision.models.{ctor}()"]
-    if cfg.model.backbone not in TORCHVISION_EQUIVALENT:
-        lines += [f"model.conv1 = torch.nn.Conv2d({in_channels}, {width}, kernel_size=3, stride=1, padding=1, "
-                  "bias=False)  # CIFAR stem",
-                  "model.maxpool = torch.nn.Identity()"]
+    if stem != "imagenet":
+        lines.append(f"model.conv1 = torch.nn.Conv2d({in_channels}, {width}, kernel_size=3, stride=1, padding=1, "
+                     f"bias=False)  # {stem} stem")
+        lines.append("model.maxpool = torch.nn.Identity()" if stem == "cifar"
+                     else "model.maxpool = torch.nn.MaxPool2d(kernel_size=2, stride=2)")
     elif in_channels != 3 or width != 64:
         lines.append(f"model.conv1 = torch.nn.Conv2d({in_channels}, {width}, kernel_size=7, stride=2, padding=3, "
                      "bias=False)")
@@ -92,6 +109,11 @@ def torchvision_how_to_load(backbone: nn.Module, cfg: Config, path: Path) -> str
             blocks = len(getattr(backbone, f"layer{i}"))
             lines.append(f"model.layer{i} = model._make_layer({block}, {width * 2 ** (i - 1)}, {blocks}, "
                          f"stride={1 if i == 1 else 2})")
+    if grid != 1:
+        # torchvision's forward flattens whatever avgpool leaves, so the grid's cells come out in the
+        # same order as this package's backbone gives them.
+        lines.append(f"model.avgpool = torch.nn.AdaptiveAvgPool2d(({grid}, {grid}))  # the run's pool grid")
+    if width != 64 or grid != 1:
         lines.append(f"model.fc = torch.nn.Linear({backbone.num_features}, 1000)")
     lines += [f"missing, unexpected = model.load_state_dict(torch.load({str(path)!r}, weights_only=True), strict=False)",
               "# missing == ['fc.weight', 'fc.bias']: add your own head, or model.fc = torch.nn.Identity() "
@@ -176,7 +198,7 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path, include
     warnings = []
     if mismatches and fmt in ("torchvision", "detectron2"):
         warnings.append("this backbone is not a standard one (" + "; ".join(mismatches) + "): only a standard "
-                        "backbone (width 64, 3 channels, ImageNet stem) matches the stock "
+                        "backbone (width 64, 3 channels, ImageNet stem, global average) matches the stock "
                         f"{'torchvision constructor' if fmt == 'torchvision' else 'detectron2 ResNet'} as it is"
                         + ("; the lines printed below rebuild the difference with torchvision's own parts"
                            if fmt == "torchvision" else ""))
