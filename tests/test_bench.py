@@ -21,13 +21,13 @@ def _positive(x) -> bool:
 
 def test_bench_on_digits_prints_a_table_and_writes_json(tmp_path, capsys):
     path = tmp_path / "bench" / "digits.json"
-    code = main(["bench", "--preset", "digits", "--steps", "2", "--warmup", "1", "--threads", "1",
+    code = main(["bench", "--preset", "digits", "--steps", "2", "--warmup", "1", "--rounds", "3", "--threads", "1",
                  "--matmul-size", "256", "--json", str(path), "data.num_workers=1", "optim.epochs=0",
                  "optim.budget_images=3000"])
     assert code == 0
     out = capsys.readouterr().out
     for row in ("data pipeline alone", "training step alone", "both together", "GFLOP per image", "peak probes",
-                "of the fp32 matmul", "peak memory", "load average"):
+                "of the fp32 matmul", "peak memory", "load average", "side by side: "):
         assert row in out, row
 
     r = json.loads(path.read_text())
@@ -41,6 +41,9 @@ def test_bench_on_digits_prints_a_table_and_writes_json(tmp_path, capsys):
         row = r["images_per_s"][phase]
         assert all(_positive(row[k]) for k in ("ours", "reference", "ratio")), phase
         assert row["ratio"] == pytest.approx(row["ours"] / row["reference"])
+    side = r["end_to_end_vs_step"]
+    assert len(side["rounds"]) == 3 and all(_positive(x) for x in side["rounds"]) and side["steps_per_round"] == 2
+    assert side["median"] == pytest.approx(sorted(side["rounds"])[1], abs=1e-4)
     assert r["ours"]["pipeline"] == "batched" and r["reference"]["pipeline"] == "per_image"
     assert r["reference"]["workers"] == 1 and r["reference"]["amp"] == "fp32"
     assert r["ours"]["channels_last"] is True and r["ours"]["compile"] == "off"
@@ -55,7 +58,8 @@ def test_bench_on_digits_prints_a_table_and_writes_json(tmp_path, capsys):
         assert r["fraction_of_matmul_peak"][side] == pytest.approx(r["achieved_flops"][side] / r["matmul_peak_flops"])
     assert _positive(r["memory"]["peak_rss_mb"]) and "peak_rss_workers_mb" in r["memory"]
     assert len(r["load_avg_before"]) == 3 and len(r["load_avg_after"]) == 3
-    assert r["command"] == ("simsiam bench --preset digits --steps 2 --warmup 1 --threads 1 --matmul-size 256 "
+    assert r["command"] == ("simsiam bench --preset digits --steps 2 --warmup 1 --rounds 3 --threads 1 "
+                            "--matmul-size 256 "
                             "data.num_workers=1 optim.epochs=0 optim.budget_images=3000")
 
 

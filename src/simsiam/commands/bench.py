@@ -22,6 +22,8 @@ def add_parser(sub) -> None:
                    help="config overrides, e.g. run.channels_last=false run.amp=bf16 run.compile=true")
     p.add_argument("--steps", type=int, default=10, help="measured steps of each phase")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps before each phase")
+    p.add_argument("--rounds", type=int, default=5,
+                   help="rounds alternating our step alone and our end to end, for their ratio (0: skip)")
     p.add_argument("--batch-size", type=int, help="same as optim.batch_size=...")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1 (same as run.device=...)")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default, the cores)")
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         if value is not None:
             apply_overrides(cfg, [f"{key}={value}"])
     opts = BenchOptions(steps=args.steps, warmup=args.warmup, synthetic=args.synthetic, threads=args.threads,
-                        matmul_size=args.matmul_size)
+                        matmul_size=args.matmul_size, rounds=args.rounds)
 
     def progress(message: str) -> None:
         print(f"bench: {message} ...", file=sys.stderr, flush=True)
@@ -67,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _command_line(args: argparse.Namespace) -> str:
     """The command that repeats this measurement (rebuilt from the parsed options, every one explicit)."""
-    parts = ["simsiam bench", f"--preset {args.preset}", f"--steps {args.steps}", f"--warmup {args.warmup}"]
+    parts = ["simsiam bench", f"--preset {args.preset}", f"--steps {args.steps}", f"--warmup {args.warmup}",
+             f"--rounds {args.rounds}"]
     for flag, value in (("--batch-size", args.batch_size), ("--device", args.device), ("--data-dir", args.data_dir)):
         if value is not None:
             parts.append(f"{flag} {value}")
@@ -98,6 +101,11 @@ def format_table(r: dict) -> str:
     for key, label in names.items():
         row = r["images_per_s"][key]
         lines.append(f"{label:<22}{row['ours']:>14.1f}{row['reference']:>14.1f}{row['ratio']:>8.2f}x")
+    side = r.get("end_to_end_vs_step") or {}
+    if side.get("median") is not None:
+        rounds = ", ".join(f"{100 * x:.1f}" for x in side["rounds"])
+        lines.append(f"this package, both together / step alone, side by side: {100 * side['median']:.1f}% "
+                     f"(median of {len(side['rounds'])} rounds of {side['steps_per_round']} steps each: {rounds})")
     mem = r["memory"]
     probes = ", ".join(f"{name.replace('_', ' ')} {value / 1e9:.1f}" for name, value in r["peak_probes"].items())
     lines += [

@@ -15,6 +15,8 @@ How the figures are taken, and why (shared machines are noisy):
   the figure.
 * The pipelines and the end-to-end loops are timed over all their measured steps (total time):
   DataLoader workers deliver batches in bursts, so a per-batch median would overstate them.
+* Our end to end as a share of our step alone is also measured side by side: rounds alternating
+  the step on synthetic tensors with the step fed by the loader, the median of the rounds' ratios.
 * The peak is probed (``bench_peak``) with the same thread count before and after the step timing,
   keeping the higher: a 2048x2048 fp32 matmul (8192 on a GPU) and a dense 3x3 convolution, in fp32
   and, when the step runs in bf16, in bf16. Each step is measured against the best probe of the
@@ -65,6 +67,7 @@ class BenchOptions:
     synthetic: bool = False  # random uint8 images of the dataset's shape instead of the dataset
     threads: int = 0  # torch intra-op threads; 0: torch's default
     matmul_size: int = 0  # side of the peak probe's square matmul; 0: 2048 on CPU, 8192 on a GPU
+    rounds: int = 5  # side-by-side rounds of our step alone and our end to end (their ratio)
     warmup_taken: int = 0  # set by the run: warm-up rounds of the step timing until it was stable
 
 
@@ -200,6 +203,35 @@ def time_end_to_end(loader, trainer: Trainer, opts: BenchOptions, device: torch.
     return images / (time.perf_counter() - t0)
 
 
+def time_side_by_side(loader, trainer: Trainer, views, opts: BenchOptions, device: torch.device,
+                      epoch: int) -> list[float]:
+    """Our end to end as a fraction of our step alone, measured in alternating rounds.
+
+    Each round times ``opts.steps`` steps on the synthetic tensors, then ``opts.steps`` steps fed by
+    the loader, and gives the ratio of their images/s. A change of load on a shared machine moves
+    both halves of a round alike, where the separate phases above are minutes apart.
+    """
+    batches = _batches(loader, epoch, trainer.method)
+    trainer.step(next(batches)["views"])  # the loader's own first-call cost stays out of round 1
+    ratios = []
+    for _ in range(opts.rounds):
+        _sync(device)
+        start = time.perf_counter()
+        for _ in range(opts.steps):
+            trainer.step(views)
+        _sync(device)
+        alone = time.perf_counter() - start
+        start, images = time.perf_counter(), 0
+        for _ in range(opts.steps):
+            batch = next(batches)
+            trainer.step(batch["views"])
+            images += batch["views"][0].shape[0]
+        _sync(device)
+        together = time.perf_counter() - start
+        ratios.append((images / together) / (opts.steps * views[0].shape[0] / alone))
+    return ratios
+
+
 def flops_per_image(cfg: Config, channels: int, size: int, device: torch.device) -> float:
     """FLOPs of one image's training step: forward and backward of both views (matmuls and convs).
 
@@ -239,8 +271,9 @@ def run_bench(cfg: Config, opts: BenchOptions, warn: Callable[[str], None] = pri
               progress: Callable[[str], None] = lambda message: None) -> dict:
     """Measure ``cfg`` against :func:`reference_config` and return the figures as a JSON-ready dict."""
     cfg = resolve(copy.deepcopy(cfg))
-    if opts.steps < 1 or opts.warmup < 0:
-        raise ValueError(f"--steps must be at least 1 and --warmup at least 0, got {opts.steps} and {opts.warmup}")
+    if opts.steps < 1 or opts.warmup < 0 or opts.rounds < 0:
+        raise ValueError(f"--steps must be at least 1, --warmup and --rounds at least 0, got {opts.steps}, "
+                         f"{opts.warmup} and {opts.rounds}")
     if opts.threads:
         torch.set_num_threads(opts.threads)
     device = dist.init(cfg.run.device)
@@ -279,6 +312,9 @@ def run_bench(cfg: Config, opts: BenchOptions, warn: Callable[[str], None] = pri
     end_to_end = (time_end_to_end(ours_loader, ours, opts, device, epoch=1),
                   time_end_to_end(ref_loader, ref, opts, device, epoch=1))
 
+    progress(f"our step alone and both together, side by side ({opts.rounds} rounds)")
+    side_by_side = time_side_by_side(ours_loader, ours, views, opts, device, epoch=2) if opts.rounds else []
+
     load_after, others_busy = os.getloadavg(), others.busy_cores(cpu_before, others.sample())
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     flops = flops_per_image(cfg, channels, size, device)
@@ -311,6 +347,9 @@ def run_bench(cfg: Config, opts: BenchOptions, warn: Callable[[str], None] = pri
                       "compile": "off"},
         "images_per_s": {name: _pair(pair) for name, pair in
                          (("pipeline", pipeline), ("step", step), ("end_to_end", end_to_end))},
+        # The figure for "how much of the step's speed does the pipeline cost": both phases alternate.
+        "end_to_end_vs_step": {"median": statistics.median(side_by_side) if side_by_side else None,
+                               "rounds": [round(r, 4) for r in side_by_side], "steps_per_round": opts.steps},
         "step_seconds_median": {"ours": statistics.median(step_seconds[0]), "reference": statistics.median(step_seconds[1])},
         **_flops_figures(flops, step, peaks, ours_dtype),
         "peak_probes_before": peaks_before,
