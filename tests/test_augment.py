@@ -273,6 +273,9 @@ def test_crop_resize_equals_grid_sample(source_hw):
     out = B.crop_resize_flip(x, p["crop_box"], p["flip"], 24)
     assert out.is_contiguous()
     assert (out - ref).abs().max() < 1e-5
+    # The matmul path itself, also where the dispatch would not take it (the last source size).
+    by_matmul = B._crop_by_matmul(x, p["crop_box"].float(), p["flip"], 24)
+    assert (by_matmul - ref).abs().max() < 1e-5
 
 
 # --------------------------------------------------------------------------------------------

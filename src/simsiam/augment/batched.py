@@ -286,6 +286,12 @@ def crop_resize_flip(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, s
     flip = flip.to(x.device)
     if max(height, width) > _MATMUL_CROP_MAX_SIDE:
         return _crop_by_grid_sample(x, boxes, flip, size)
+    return _crop_by_matmul(x, boxes, flip, size)
+
+
+def _crop_by_matmul(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size: int) -> torch.Tensor:
+    """The crop as ``rows @ image @ columns^T``: two batched matmuls with per-image bilinear weights."""
+    b, c, height, width = x.shape
     x0, y0, w, h = boxes.unbind(1)
     rows = _interpolation_matrices(y0, h, height, size)  # (B, size, H)
     columns = _interpolation_matrices(x0, w, width, size, flip)  # (B, size, W)
