@@ -4,6 +4,7 @@ timm's test-sized models (a ResNet, a ConvNeXt, a ViT; a few hundred thousand pa
 on digits upsampled to 32 pixels (a ConvNeXt's four stride-2 stages need at least 32).
 """
 import copy
+import json
 
 import pytest
 import torch
@@ -12,6 +13,8 @@ from torch import nn
 
 from simsiam import ConfigError, load_pretrained, pretrain, resolve
 from simsiam.artifacts import checkpoint as ckpt_io
+from simsiam.config.overrides import from_dict
+from simsiam.eval.baselines import baseline_knn
 from simsiam.methods import build_method
 
 timm = pytest.importorskip("timm")
@@ -142,6 +145,24 @@ def test_a_backbone_of_your_own_trains_resumes_and_loads(tmp_path, digits_cfg):
     cfg.run.out_dir = str(tmp_path / "other")
     with pytest.raises(ValueError, match="needs an integer attribute num_features"):
         pretrain(cfg, backbone=nn.Conv2d(1, 4, 3))
+
+
+def test_a_backbone_of_your_own_gets_its_baselines_from_its_own_initialisation(tmp_path, digits_cfg):
+    """The run's end compares with the random-init network: built from the config for a named backbone,
+    but a module of your own can only be the one passed, as it was before training."""
+    cfg = digits_cfg
+    cfg.data.train_limit, cfg.data.eval_limit, cfg.optim.epochs = 256, 64, 1
+    net = TinyNet()
+    untrained = {k: v.clone() for k, v in net.state_dict().items()}
+    result = pretrain(cfg, backbone=net)
+    assert "knn_acc" in result.final
+    assert not all(torch.equal(untrained[k], v) for k, v in net.state_dict().items())  # it trained
+
+    fresh = TinyNet()
+    fresh.load_state_dict(untrained)
+    run_cfg = from_dict(json.loads((result.run_dir / "config.json").read_text()))
+    expected = baseline_knn(run_cfg, k=cfg.monitor.knn_k, t=cfg.monitor.knn_t, random_backbone=fresh)
+    assert result.final["baselines"] == expected
 
 
 def test_sync_bn_refuses_a_batchnorm_with_its_own_forward():

@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import os
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -64,9 +65,14 @@ class _FilePixels(torch.nn.Module):
 
 
 @torch.no_grad()
-def baseline_knn(cfg: Config, *, k: int = 200, t: float = 0.1, device: str = "cpu") -> dict[str, float]:
+def baseline_knn(cfg: Config, *, k: int = 200, t: float = 0.1, device: str = "cpu",
+                 random_backbone: Optional[torch.nn.Module] = None) -> dict[str, float]:
     """kNN accuracy (%) of pixels and of a randomly initialised backbone built from ``cfg`` with its
-    seed, on ``cfg``'s dataset (train split as bank, eval split as queries, subsets as ``cfg`` says)."""
+    seed, on ``cfg``'s dataset (train split as bank, eval split as queries, subsets as ``cfg`` says).
+
+    ``random_backbone``: the network at its initialisation where ``cfg`` cannot build it (a backbone
+    of your own, passed to ``pretrain``); it is used as it is, on ``device``.
+    """
     cfg = resolve(cfg)
     d = cfg.data
     bank_set = decoded_if_configured(subset(load_dataset(d.dataset, "train", d.data_dir), d.train_limit), d)
@@ -78,7 +84,8 @@ def baseline_knn(cfg: Config, *, k: int = 200, t: float = 0.1, device: str = "cp
     for name, standardise in (("raw_pixels", False), ("standardised_pixels", True)):
         out[name] = _pixel_knn(bank_set, query_set, standardise, num_classes, k, t, kw)
     seed_everything(cfg.run.seed)
-    backbone = build_method(cfg, bank_set.channels).backbone.to(device)
+    backbone = (random_backbone if random_backbone is not None else build_method(cfg, bank_set.channels).backbone)
+    backbone = backbone.to(device)
     with eval_mode(backbone):
         bank, bank_y, _, _ = extract_features(backbone, bank_set, **kw)
         query, query_y, _, _ = extract_features(backbone, query_set, **kw)

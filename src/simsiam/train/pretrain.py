@@ -27,7 +27,7 @@ from ..data import load_dataset
 from ..data.cache import decoded_if_configured
 from ..data.loaders import build_train_loader, local_batch_size
 from ..data.subset import describe, subset
-from ..eval.baselines import cached_baseline_knn, verdict
+from ..eval.baselines import baseline_knn, cached_baseline_knn, verdict
 from ..eval.monitor import KnnMonitor, is_collapsed, normalised_std
 from ..methods import build_method
 from ..methods.base import Method
@@ -80,6 +80,8 @@ class _Run:
     start_epoch: int = 0
     step: int = 0  # optimiser steps taken so far
     resumed_position: Optional[EpochTotals] = None  # where in start_epoch a mid-epoch checkpoint left off
+    # A backbone of your own as it was passed, untrained: the random-init baseline (cfg cannot build it).
+    initial_backbone: Optional[nn.Module] = None
 
 
 def pretrain(cfg: Config, resume: bool = False, stop: Optional[StopRequest] = None,
@@ -139,6 +141,7 @@ def _set_up(cfg: Config, resume: bool, stop: StopRequest, backbone: Optional[nn.
     if budget_line and saved is None and dist.is_main():
         log.info(budget_line)
     train_set, eval_set = _decode(cfg, train_files, eval_files, log)
+    initial_backbone = copy.deepcopy(backbone) if backbone is not None else None
     method = build_method(cfg, train_set.channels, backbone).to(device)
     optimizer = build_optimizer(method.param_groups(), cfg.optim)
     loader = build_train_loader(train_set, cfg, method.num_views, device)
@@ -149,7 +152,8 @@ def _set_up(cfg: Config, resume: bool, stop: StopRequest, backbone: Optional[nn.
                          image_size=cfg.data.image_size, channels_last=cfg.run.channels_last)
     images = f"train {describe(train_set)}" + (f", kNN queries {describe(eval_set)}" if eval_set is not None else "")
     poll = Poll(stop, cfg.run.checkpoint_every_steps, cfg.run.checkpoint_every_minutes)
-    run = _Run(cfg, device, run_dir, log, method, optimizer, loader, train_step, knn, images, poll, eval_set)
+    run = _Run(cfg, device, run_dir, log, method, optimizer, loader, train_step, knn, images, poll, eval_set,
+               initial_backbone=initial_backbone)
     if saved is not None:
         _restore(run, saved)
         return run
@@ -368,7 +372,12 @@ def _compare_with_baselines(run: _Run, result: RunResult) -> None:
     cfg = run.cfg
     if run.knn is None or not cfg.monitor.baselines or "knn_acc" not in result.final:
         return
-    base = cached_baseline_knn(cfg, k=cfg.monitor.knn_k, t=cfg.monitor.knn_t, device=str(run.device))
+    if run.initial_backbone is not None:
+        # Not cached: a class name does not say how the module was built.
+        base = baseline_knn(cfg, k=cfg.monitor.knn_k, t=cfg.monitor.knn_t, device=str(run.device),
+                            random_backbone=run.initial_backbone)
+    else:
+        base = cached_baseline_knn(cfg, k=cfg.monitor.knn_k, t=cfg.monitor.knn_t, device=str(run.device))
     result.final["baselines"] = base
     run.log.write({"kind": "baselines", "k": cfg.monitor.knn_k, "t": cfg.monitor.knn_t, **base})
     run.log.info(verdict(result.final["knn_acc"], base))
