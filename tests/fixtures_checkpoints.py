@@ -19,11 +19,11 @@ from simsiam.resolve import resolve
 
 
 def small_config(backbone: str = "resnet18_cifar", width: int = 8, in_channels: int = 1,
-                 pool_grid: int = 1) -> Config:
+                 pool_grid: int = 1, feature_stages: int = 1) -> Config:
     """The digits preset (8x8 grey images, d=64 heads) with the given backbone."""
     cfg = get_preset("digits")
     cfg.model.backbone, cfg.model.width, cfg.model.in_channels = backbone, width, in_channels
-    cfg.model.pool_grid = pool_grid
+    cfg.model.pool_grid, cfg.model.feature_stages = pool_grid, feature_stages
     return resolve(cfg)
 
 
@@ -51,9 +51,10 @@ def save_checkpoint(model: nn.Module, cfg: Config, path: Path) -> Path:
 
 
 def make_checkpoint_file(path: Path, backbone: str = "resnet18_cifar", width: int = 8, in_channels: int = 1,
-                         seed: int = 0, pool_grid: int = 1) -> tuple[Path, nn.Module, Config]:
+                         seed: int = 0, pool_grid: int = 1, feature_stages: int = 1
+                         ) -> tuple[Path, nn.Module, Config]:
     """Build a method with random weights (BN statistics randomised too) and save it at ``path``."""
     torch.manual_seed(seed)
-    cfg = small_config(backbone, width, in_channels, pool_grid)
+    cfg = small_config(backbone, width, in_channels, pool_grid, feature_stages)
     model = randomise_bn(build_method(cfg, in_channels), seed)
     return save_checkpoint(model, cfg, path), model.eval(), cfg

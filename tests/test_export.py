@@ -87,6 +87,21 @@ def test_how_to_load_lines_rebuild_the_small_stem_and_the_pool_grid(tmp_path, ba
     _features_equal(namespace["model"], model.backbone, in_channels=in_channels, size=size)
 
 
+def test_how_to_load_lines_give_the_features_of_several_stages(tmp_path):
+    path, model, _ = make_checkpoint_file(tmp_path / "s.pt", backbone="resnet18_small", width=8, in_channels=1,
+                                          pool_grid=2, feature_stages=3)
+    res = export_checkpoint(path, "torchvision", tmp_path / "s.pth")
+    assert "last 3 stages" in res.warnings[0]
+    namespace: dict = {}
+    exec(res.how_to_load, namespace)  # noqa: S102 - our own generated code
+    assert sorted(namespace["missing"]) == ["fc.bias", "fc.weight"] and namespace["unexpected"] == []
+    namespace["model"].eval()
+    model.backbone.eval()
+    x = torch.randn(2, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(namespace["features"](x), model.backbone(x), atol=1e-5, rtol=1e-5)
+
+
 def test_safetensors_export_round_trips(standard_ckpt, tmp_path):
     path, model, _ = standard_ckpt
     res = export_checkpoint(path, "safetensors", tmp_path / "b.safetensors")

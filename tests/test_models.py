@@ -53,6 +53,30 @@ def test_a_pool_grid_keeps_the_layout_of_the_last_stage(size):
         build_backbone("timm:resnet18", pool_grid=2)
 
 
+def test_feature_stages_concatenate_earlier_stages_at_finer_grids():
+    """feature_stages=3, pool_grid=2 at 28 px: stage 4 (2x2) as 2x2, stage 3 (4x4) as 4x4, stage 2 (7x7)
+    as 8x8, flattened and concatenated in that order; the weights are those of the one-stage trunk."""
+    torch.manual_seed(0)
+    net = build_backbone("resnet18_small", in_channels=1, width=8, pool_grid=2, feature_stages=3).eval()
+    one = build_backbone("resnet18_small", in_channels=1, width=8, pool_grid=2)
+    assert net.state_dict().keys() == one.state_dict().keys()
+    assert net.num_features == 64 * 2 * 2 + 32 * 4 * 4 + 16 * 8 * 8
+    x = torch.randn(3, 1, 28, 28)
+    with torch.no_grad():
+        out = net(x)
+        s = net.maxpool(net.relu(net.bn1(net.conv1(x))))
+        s2 = net.layer2(net.layer1(s))
+        s3 = net.layer3(s2)
+        s4 = net.layer4(s3)
+    pool = nn.functional.adaptive_avg_pool2d
+    expected = torch.cat([pool(s4, 2).flatten(1), pool(s3, 4).flatten(1), pool(s2, 8).flatten(1)], 1)
+    assert out.shape == (3, net.num_features) and torch.allclose(out, expected)
+    with pytest.raises(ValueError, match="feature_stages must be 1 to 4"):
+        build_backbone("resnet18_small", feature_stages=5)
+    with pytest.raises(ValueError, match="pools as it was built"):
+        build_backbone("timm:resnet18", feature_stages=2)
+
+
 def test_last_bn_of_every_residual_block_starts_at_zero():
     for name, attr in (("resnet18", "bn2"), ("resnet50", "bn3")):
         net = build_backbone(name, width=8)

@@ -63,6 +63,7 @@ class ModelConfig:
     in_channels: int = 0  # 0: from the dataset (1 for grayscale, 3 for colour)
     zero_init_residual: bool = True  # last BN gamma of every residual block starts at 0 (paper)
     pool_grid: int = 1  # the last stage pooled to a grid of this side, flattened (1: global average pooling)
+    feature_stages: int = 1  # the last N stages give features, each at twice the grid side of the next (1: last only)
     proj_layers: int = 3  # 3 for ImageNet, 2 for the CIFAR recipe
     proj_hidden: int = 2048
     dim: int = 2048  # d, the output of the projector and of the predictor

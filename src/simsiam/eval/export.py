@@ -63,6 +63,9 @@ def torchvision_mismatches(cfg: Config, in_channels: int) -> list[str]:
         reasons.append(f"{in_channels} input channel(s) (torchvision's ResNets take 3)")
     if m.pool_grid != 1:
         reasons.append(f"pool grid {m.pool_grid}x{m.pool_grid} (torchvision's ResNets average the last stage to 1x1)")
+    if m.feature_stages != 1:
+        reasons.append(f"features from the last {m.feature_stages} stages (torchvision's forward gives the last "
+                       "stage's only)")
     return reasons
 
 
@@ -84,7 +87,8 @@ def torchvision_how_to_load(backbone: nn.Module, cfg: Config, path: Path) -> str
     A standard backbone needs only the stock constructor. Otherwise the lines rebuild what differs
     with torchvision's own parts: the stem (CIFAR: 3x3 stride-1 conv, no max-pool; small: the same
     conv, a 2x2 max-pool; other channel counts), for another width the four stages through
-    torchvision's ``ResNet._make_layer``, and the pooling grid.
+    torchvision's ``ResNet._make_layer``, the pooling grid, and for features from several stages a
+    ``features(x)`` function (torchvision's forward gives the last stage's only).
     """
     ctor = _torchvision_constructor(cfg)
     width = cfg.model.width
@@ -113,11 +117,23 @@ def torchvision_how_to_load(backbone: nn.Module, cfg: Config, path: Path) -> str
         # torchvision's forward flattens whatever avgpool leaves, so the grid's cells come out in the
         # same order as this package's backbone gives them.
         lines.append(f"model.avgpool = torch.nn.AdaptiveAvgPool2d(({grid}, {grid}))  # the run's pool grid")
+    grids = getattr(backbone, "feature_grids", [(4, grid)])
+    last_stage_features = width * 8 * backbone.layer4[-1].expansion * grid * grid
     if width != 64 or grid != 1:
-        lines.append(f"model.fc = torch.nn.Linear({backbone.num_features}, 1000)")
+        lines.append(f"model.fc = torch.nn.Linear({last_stage_features}, 1000)")
     lines += [f"missing, unexpected = model.load_state_dict(torch.load({str(path)!r}, weights_only=True), strict=False)",
               "# missing == ['fc.weight', 'fc.bias']: add your own head, or model.fc = torch.nn.Identity() "
               "for the pooled features"]
+    if len(grids) > 1:
+        # torchvision's forward stops at the last stage; the run's features need the earlier ones too.
+        lines += [f"def features(x):  # the run's features: stage, grid side = {grids}, concatenated",
+                  "    x = model.maxpool(model.relu(model.bn1(model.conv1(x))))",
+                  "    maps = []",
+                  "    for layer in (model.layer1, model.layer2, model.layer3, model.layer4):",
+                  "        x = layer(x)",
+                  "        maps.append(x)",
+                  "    return torch.cat([torch.flatten(torch.nn.functional.adaptive_avg_pool2d(maps[stage - 1], side), 1)",
+                  f"                      for stage, side in {grids}], 1)"]
     return "\n".join(lines)
 
 

@@ -40,7 +40,7 @@ def build_method(cfg: Config, in_channels: int, backbone: Optional[nn.Module] = 
     if backbone is None:
         backbone = build_backbone(m.backbone, in_channels=m.in_channels or in_channels, width=m.width,
                                   zero_init_residual=m.zero_init_residual, image_size=cfg.data.image_size,
-                                  pool_grid=m.pool_grid)
+                                  pool_grid=m.pool_grid, feature_stages=m.feature_stages)
     elif not isinstance(getattr(backbone, "num_features", None), int):
         raise ValueError(f"your backbone {type(backbone).__name__} needs an integer attribute num_features: the "
                          "width of the pooled features (B, num_features) its forward returns")

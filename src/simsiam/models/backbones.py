@@ -47,15 +47,23 @@ class ResNet(nn.Module):
     ``pool_grid``: the last stage is average-pooled to a ``pool_grid`` x ``pool_grid`` grid and
     flattened (1: global average pooling, the standard ResNet); 2 keeps where in the image a feature
     was, at ``pool_grid ** 2`` times the feature width, for any input size.
+    ``feature_stages``: how many of the last stages give features (1: the last only, the standard
+    ResNet). Each earlier stage is pooled to twice the grid side of the stage after it (the cells
+    cover the same regions) and all are flattened and concatenated, last stage first. Earlier
+    stages keep finer detail of where things are, which a small image's classes can turn on.
     """
 
     def __init__(self, block: Block, layers: list[int], in_channels: int = 3, width: int = 64,
-                 stem: str = "imagenet", zero_init_residual: bool = True, pool_grid: int = 1):
+                 stem: str = "imagenet", zero_init_residual: bool = True, pool_grid: int = 1,
+                 feature_stages: int = 1):
         super().__init__()
         if stem not in ("imagenet", "cifar", "small"):
             raise ValueError(f"stem must be 'imagenet', 'cifar' or 'small', got {stem!r}")
         if pool_grid < 1:
             raise ValueError(f"model.pool_grid must be at least 1 (1: global average pooling), got {pool_grid}")
+        if not 1 <= feature_stages <= 4:
+            raise ValueError(f"model.feature_stages must be 1 to 4 (how many of the last stages give features; 1: "
+                             f"the last only), got {feature_stages}")
         self.stem = stem
         self.inplanes = width
         if stem == "imagenet":
@@ -71,7 +79,10 @@ class ResNet(nn.Module):
         self.layer3 = self._make_layer(block, width * 4, layers[2], stride=2)
         self.layer4 = self._make_layer(block, width * 8, layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d((pool_grid, pool_grid))
-        self.num_features = width * 8 * block.expansion * pool_grid * pool_grid
+        # (stage, grid side) of every stage that gives features, the last first.
+        self.feature_grids = [(4 - j, pool_grid * 2 ** j) for j in range(feature_stages)]
+        self.num_features = sum(width * 2 ** (stage - 1) * block.expansion * side * side
+                                for stage, side in self.feature_grids)
 
         # torchvision's initialisation, so that a standard backbone starts where torchvision's does.
         for m in self.modules():
@@ -107,12 +118,21 @@ class ResNet(nn.Module):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.flatten(self.avgpool(self.forward_maps(x)), 1)  # (B, num_features)
+        if len(self.feature_grids) == 1:
+            return torch.flatten(self.avgpool(self.forward_maps(x)), 1)  # (B, num_features)
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        maps = []
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            x = layer(x)
+            maps.append(x)
+        return torch.cat([torch.flatten(F.adaptive_avg_pool2d(maps[stage - 1], side), 1)
+                          for stage, side in self.feature_grids], 1)
 
 
 def _factory(block: Block, layers: list[int], stem: str) -> Callable[..., ResNet]:
-    def build(in_channels: int = 3, width: int = 64, zero_init_residual: bool = True, pool_grid: int = 1) -> ResNet:
-        return ResNet(block, layers, in_channels, width, stem, zero_init_residual, pool_grid)
+    def build(in_channels: int = 3, width: int = 64, zero_init_residual: bool = True, pool_grid: int = 1,
+              feature_stages: int = 1) -> ResNet:
+        return ResNet(block, layers, in_channels, width, stem, zero_init_residual, pool_grid, feature_stages)
     return build
 
 
@@ -135,13 +155,14 @@ TORCHVISION_EQUIVALENT = {"resnet18": "resnet18", "resnet34": "resnet34", "resne
 
 
 def build_backbone(name: str, in_channels: int = 3, width: int = 64, zero_init_residual: bool = True,
-                   image_size: int = 0, pool_grid: int = 1) -> nn.Module:
+                   image_size: int = 0, pool_grid: int = 1, feature_stages: int = 1) -> nn.Module:
     """A registry ResNet, or any timm model for a ``timm:<name>`` (``width`` and ``zero_init_residual``
     are the ResNets' options; a timm model's size is its name, ``image_size`` is for ViTs)."""
     if is_timm(name):
-        if pool_grid != 1:
-            raise ValueError(f"model.pool_grid={pool_grid} is an option of this package's ResNets; a timm model "
-                             "pools as it was built (leave model.pool_grid=1)")
+        for key, value in (("pool_grid", pool_grid), ("feature_stages", feature_stages)):
+            if value != 1:
+                raise ValueError(f"model.{key}={value} is an option of this package's ResNets; a timm model "
+                                 f"pools as it was built (leave model.{key}=1)")
         return build_timm_backbone(name, in_channels, image_size)
     if name.startswith(CUSTOM_PREFIX):
         raise ValueError(f"this run trained your own backbone ({name}); build it again and pass it, e.g. "
@@ -150,7 +171,7 @@ def build_backbone(name: str, in_channels: int = 3, width: int = 64, zero_init_r
         raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(sorted(BACKBONES))}, "
                          "or timm:<any timm model>")
     return BACKBONES[name](in_channels=in_channels, width=width, zero_init_residual=zero_init_residual,
-                           pool_grid=pool_grid)
+                           pool_grid=pool_grid, feature_stages=feature_stages)
 
 
 def input_channels(backbone: nn.Module) -> int:
