@@ -57,3 +57,18 @@ def test_onnx_with_the_projector_outputs_z(digits_ckpt, tmp_path):
     out = export_checkpoint(digits_ckpt, "onnx", tmp_path / "encoder.onnx", include_heads=True).path
     model, cfg = load_pretrained(digits_ckpt)
     _assert_matches(out, model.encode, cfg.data.image_size)
+
+
+def test_onnx_of_features_from_several_stages_at_grids_that_do_not_divide_the_maps(tmp_path):
+    """feature_stages=4 at 28 px: stage 2's 7x7 map pooled to 4x4 and stage 1's 14x14 to 8x8 (uneven bins)."""
+    from types import SimpleNamespace
+
+    from simsiam.eval.export_onnx import export_onnx
+    from simsiam.models.backbones import build_backbone
+
+    torch.manual_seed(0)
+    backbone = build_backbone("resnet18_small", in_channels=1, width=8, feature_stages=4).eval()
+    assert backbone.num_features == 64 * 1 + 32 * 4 + 16 * 16 + 8 * 64
+    out = export_onnx(SimpleNamespace(backbone=backbone), tmp_path / "stages.onnx", channels=1, image_size=28,
+                      metadata={})
+    _assert_matches(out, backbone, 28)
