@@ -62,6 +62,28 @@ def test_a_second_run_maps_the_cache_and_a_changed_folder_builds_a_new_one(tmp_p
     assert len(list((tmp_path / "cache").glob("*.json"))) == 2
 
 
+def test_the_same_folder_named_relatively_is_the_same_cache(tmp_path, monkeypatch):
+    root = _folder(tmp_path / "data")
+    absolute = load_dataset("imagefolder", "train", str(root))
+    monkeypatch.chdir(tmp_path)
+    relative = load_dataset("imagefolder", "train", "data")
+    assert relative.paths[0] != absolute.paths[0]
+    assert cache.cache_key(relative, 8) == cache.cache_key(absolute, 8)
+
+
+def test_a_full_disk_is_one_clear_error_and_leaves_nothing_behind(tmp_path, monkeypatch):
+    import errno
+
+    def disk_full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache.os, "posix_fallocate", disk_full)
+    files = load_dataset("imagefolder", "train", str(_folder(tmp_path / "data")))
+    with pytest.raises(ValueError, match=r"needs 0 MiB in .*cache.*MiB free.*data.cache_dir.*data.cache=false"):
+        cached(files, 8, tmp_path / "cache", log=lambda _: None, workers=1)
+    assert list((tmp_path / "cache").iterdir()) == []
+
+
 def test_a_folder_over_the_size_limit_stays_on_files(tmp_path):
     files = load_dataset("imagefolder", "train", str(_folder(tmp_path / "data")))
     lines: list[str] = []

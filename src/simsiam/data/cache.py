@@ -21,9 +21,11 @@ half cache that looks complete. Unreadable files are reported by path and left o
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -59,10 +61,11 @@ def decoded_if_configured(dataset, d: DataConfig, log: Callable[[str], None] = p
 
 def cache_key(dataset: ImageFiles, side: int) -> str:
     """Changes with any file added, removed, rewritten or touched, and with the storage resolution."""
-    h = hashlib.sha256(f"{side}:{dataset.channels}:v1".encode())
+    h = hashlib.sha256(f"{side}:{dataset.channels}:v2".encode())
     for path, label in zip(dataset.paths, dataset.labels):
         st = os.stat(path)
-        h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\0{label}\n".encode())
+        # Absolute: the same folder named from another directory (or as ./x and x) is the same cache.
+        h.update(f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{label}\n".encode())
     return h.hexdigest()[:24]
 
 
@@ -85,6 +88,7 @@ def build(dataset: ImageFiles, side: int, images_path: Path, workers: int, progr
     os.close(fd)
     try:
         out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, c, side, side))
+        _reserve_disk(tmp, images_path.parent)
         kept, unreadable = [], []
         jobs = [(p, side, c) for p in dataset.paths]
         bar = tqdm(total=n, desc=f"decoding {dataset.name} at {side}px", unit="img", disable=not progress)
@@ -112,6 +116,23 @@ def build(dataset: ImageFiles, side: int, images_path: Path, workers: int, progr
         raise
     return {"labels": [dataset.labels[i] for i in kept], "paths": [dataset.paths[i] for i in kept],
             "unreadable": unreadable, "side": side}
+
+
+def _reserve_disk(path: str, cache_dir: Path) -> None:
+    """Allocate the memory-mapped file's blocks now. Without it the file is sparse, and a disk that
+    fills up during decoding kills the process with SIGBUS on a page write, with no message."""
+    size = os.path.getsize(path)
+    try:
+        with open(path, "r+b") as fh:
+            os.posix_fallocate(fh.fileno(), 0, size)
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        free = shutil.disk_usage(cache_dir).free
+        raise ValueError(f"the decoded-image cache needs {size / 2**20:.0f} MiB in {cache_dir}, which has "
+                         f"{free / 2**20:.0f} MiB free: free space there, point data.cache_dir (or "
+                         "SIMSIAM_CACHE_DIR) at another disk, or set data.cache=false to read the files "
+                         "(per-image pipeline)") from err
 
 
 def cached(dataset: ImageFiles, side: int, cache_dir: Path, *, max_bytes: float = 16e9,
