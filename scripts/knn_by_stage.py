@@ -23,23 +23,15 @@ from simsiam.methods import build_method
 from simsiam.seeding import seed_everything
 
 
-def stage_maps(backbone, x: torch.Tensor) -> list[torch.Tensor]:
-    """The four stages' feature maps of a built-in ResNet."""
-    x = backbone.maxpool(backbone.relu(backbone.bn1(backbone.conv1(x))))
-    maps = []
-    for layer in (backbone.layer1, backbone.layer2, backbone.layer3, backbone.layer4):
-        x = layer(x)
-        maps.append(x)
-    return maps
-
-
-def readouts(backbone, sample: torch.Tensor, grids: list[int]) -> list[tuple[str, int, int]]:
-    """(name, stage, grid) of every readout, and "features" (stage 0) for the backbone's own output."""
+def readouts(backbone, sample: torch.Tensor, grids: list[int]) -> list[tuple[str, int, int, int]]:
+    """(name, stage, grid, features) of every readout; stage 0 is the backbone's own output."""
     with torch.no_grad():
-        sides = [m.shape[-1] for m in stage_maps(backbone, sample)]
-    found = [("the run's features", 0, 0)]
-    for stage, side in enumerate(sides, start=1):
-        found += [(f"stage {stage} ({side}x{side}) pooled to {g}x{g}", stage, g) for g in grids if g <= side]
+        maps = backbone.stage_maps(sample)
+    found = [("the run's features", 0, 0, backbone.num_features)]
+    for stage, m in enumerate(maps, start=1):
+        channels, side = m.shape[1], m.shape[-1]
+        found += [(f"stage {stage} ({side}x{side}) pooled to {g}x{g}", stage, g, channels * g * g)
+                  for g in grids if g <= side]
     return found
 
 
@@ -54,7 +46,7 @@ def main() -> None:
     bank_set = load_dataset(name, "train", cfg.data.data_dir)
     query_set = load_dataset(name, held_out_split(cfg, name), cfg.data.data_dir)
     backbone = model.backbone
-    if not hasattr(backbone, "layer4"):
+    if not hasattr(backbone, "stage_maps"):
         raise SystemExit(f"{cfg.model.backbone} is not one of the built-in ResNets; this script reads their stages")
     if args.random_init:
         seed_everything(cfg.run.seed)
@@ -63,9 +55,9 @@ def main() -> None:
     found = readouts(backbone.eval(), torch.zeros(1, bank_set.channels, size, size), args.grids)
 
     def all_readouts(x: torch.Tensor) -> torch.Tensor:
-        maps = stage_maps(backbone, x)
+        maps = backbone.stage_maps(x)
         return torch.cat([backbone(x) if stage == 0 else F.adaptive_avg_pool2d(maps[stage - 1], g).flatten(1)
-                          for _, stage, g in found], 1)
+                          for _, stage, g, _ in found], 1)
 
     kw = dict(device=torch.device("cpu"), image_size=cfg.data.image_size)
     with eval_mode(backbone), torch.no_grad():
@@ -74,17 +66,11 @@ def main() -> None:
     classes = max(bank_set.num_classes, query_set.num_classes)
     print(f"{'readout' + (' (random init)' if args.random_init else ''):<40s} {'dims':>6s} {'kNN':>7s}")
     start = 0
-    for label, stage, g in found:
-        dims = backbone.num_features if stage == 0 else backbone_channels(backbone, stage) * g * g
+    for label, _, _, dims in found:
         acc = knn_accuracy(query[:, start:start + dims], query_y, bank[:, start:start + dims], bank_y, classes,
                            k=200, t=0.1)
         start += dims
         print(f"{label:<40s} {dims:>6d} {acc:6.2f}%", flush=True)
-
-
-def backbone_channels(backbone, stage: int) -> int:
-    block = getattr(backbone, f"layer{stage}")[-1]
-    return (block.bn3 if hasattr(block, "bn3") else block.bn2).num_features
 
 
 if __name__ == "__main__":

@@ -112,19 +112,23 @@ class ResNet(nn.Module):
         layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
         return nn.Sequential(*layers)
 
-    def forward_maps(self, x: torch.Tensor) -> torch.Tensor:
-        """The last stage's feature maps ``(B, num_features, h, w)``."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if len(self.feature_grids) == 1:
-            return torch.flatten(self.avgpool(self.forward_maps(x)), 1)  # (B, num_features)
+    def stage_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The four stages' feature maps, first to last."""
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         maps = []
         for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
             x = layer(x)
             maps.append(x)
+        return maps
+
+    def forward_maps(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's feature maps ``(B, channels, h, w)``."""
+        return self.stage_maps(x)[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        maps = self.stage_maps(x)
+        if len(self.feature_grids) == 1:
+            return torch.flatten(self.avgpool(maps[-1]), 1)  # (B, num_features)
         return torch.cat([torch.flatten(F.adaptive_avg_pool2d(maps[stage - 1], side), 1)
                           for stage, side in self.feature_grids], 1)
 

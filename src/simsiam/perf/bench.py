@@ -193,9 +193,14 @@ def time_end_to_end(loader, trainer: Trainer, opts: BenchOptions, device: torch.
     batches = _batches(loader, epoch, trainer.method)
     for _ in range(opts.warmup):
         trainer.step(next(batches)["views"])
+    return _fed_steps(batches, trainer, opts.steps, device)
+
+
+def _fed_steps(batches: Iterator[dict], trainer: Trainer, steps: int, device: torch.device) -> float:
+    """images/s of ``steps`` steps, each on the next batch from ``batches``, timed as a whole."""
     _sync(device)
     t0, images = time.perf_counter(), 0
-    for _ in range(opts.steps):
+    for _ in range(steps):
         batch = next(batches)
         trainer.step(batch["views"])
         images += batch["views"][0].shape[0]
@@ -220,15 +225,8 @@ def time_side_by_side(loader, trainer: Trainer, views, opts: BenchOptions, devic
         for _ in range(opts.steps):
             trainer.step(views)
         _sync(device)
-        alone = time.perf_counter() - start
-        start, images = time.perf_counter(), 0
-        for _ in range(opts.steps):
-            batch = next(batches)
-            trainer.step(batch["views"])
-            images += batch["views"][0].shape[0]
-        _sync(device)
-        together = time.perf_counter() - start
-        ratios.append((images / together) / (opts.steps * views[0].shape[0] / alone))
+        alone = opts.steps * views[0].shape[0] / (time.perf_counter() - start)
+        ratios.append(_fed_steps(batches, trainer, opts.steps, device) / alone)
     return ratios
 
 
