@@ -85,6 +85,10 @@ def one_torch_thread():
 KS_BOUND = 0.035
 
 
+# The two ways BatchAugment computes CPU batches: the C kernel (the default) and the torch ops.
+KERNELS = ["native", "torch"]
+
+
 def identity_aug(**overrides) -> AugConfig:
     """A config whose every op is off: the view is the (normalised) input."""
     base = dict(crop_scale_min=1.0, crop_scale_max=1.0, flip_p=0.0, jitter_p=0.0, grayscale_p=0.0, blur_p=0.0)
@@ -191,15 +195,17 @@ def test_normalize_batch():
 
 @pytest.mark.parametrize("channels,recipe", [(3, "imagenet"), (3, "cifar"), (1, "gray"), (1, "imagenet")])
 @pytest.mark.parametrize("in_hw,size", [((20, 20), 32), ((40, 56), 24), ((32, 32), 32)])
-def test_batched_shapes_and_ranges(channels, recipe, in_hw, size):
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_batched_shapes_and_ranges(channels, recipe, in_hw, size, kernel):
     x = smooth_images(16, channels, *in_hw)
-    aug = BatchAugment(AugConfig(recipe=recipe), size, channels, ZERO[channels], ONE[channels])
+    aug = BatchAugment(AugConfig(recipe=recipe), size, channels, ZERO[channels], ONE[channels], kernel=kernel)
     out = aug(x, torch.Generator().manual_seed(1))
     assert out.shape == (16, channels, size, size) and out.dtype == torch.float32
     assert torch.isfinite(out).all()
     assert out.min() >= 0.0 and out.max() <= 1.0  # mean 0, std 1: the [0, 1] image itself
     # Normalisation is the last step.
-    norm = BatchAugment(AugConfig(recipe=recipe), size, channels, (0.5,) * channels, (0.25,) * channels)
+    norm = BatchAugment(AugConfig(recipe=recipe), size, channels, (0.5,) * channels, (0.25,) * channels,
+                        kernel=kernel)
     assert torch.allclose(norm(x, torch.Generator().manual_seed(1)), (out - 0.5) / 0.25, atol=1e-5)
 
 
@@ -211,9 +217,10 @@ def test_batched_rejects_wrong_input():
         aug(torch.zeros(2, 1, 16, 16))
 
 
-def test_batched_determinism():
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_batched_determinism(kernel):
     x = smooth_images(8, 3, 32, 32)
-    aug = BatchAugment(AugConfig(recipe="imagenet"), 32, 3, (0.5,) * 3, (0.25,) * 3)
+    aug = BatchAugment(AugConfig(recipe="imagenet"), 32, 3, (0.5,) * 3, (0.25,) * 3, kernel=kernel)
     a = aug(x, torch.Generator().manual_seed(7))
     b = aug(x, torch.Generator().manual_seed(7))
     c = aug(x, torch.Generator().manual_seed(8))
@@ -225,13 +232,15 @@ def test_batched_determinism():
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-def test_identity_and_flip_are_pixel_exact(channels):
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_identity_and_flip_are_pixel_exact(channels, kernel):
     x = smooth_images(6, channels, 32, 32)
     mean, std = (0.4,) * channels, (0.3,) * channels
     expected = normalize_batch(x, mean, std)
-    same = BatchAugment(identity_aug(), 32, channels, mean, std)(x, torch.Generator().manual_seed(0))
+    same = BatchAugment(identity_aug(), 32, channels, mean, std, kernel=kernel)(x, torch.Generator().manual_seed(0))
     assert (same - expected).abs().max() < 1e-5
-    flipped = BatchAugment(identity_aug(flip_p=1.0), 32, channels, mean, std)(x, torch.Generator().manual_seed(0))
+    flipped = BatchAugment(identity_aug(flip_p=1.0), 32, channels, mean, std, kernel=kernel)(
+        x, torch.Generator().manual_seed(0))
     assert (flipped - expected.flip(-1)).abs().max() < 1e-5
 
 
@@ -347,11 +356,12 @@ def reference_view(img: torch.Tensor, p: dict, i: int, kernel: int) -> torch.Ten
 
 
 @pytest.mark.parametrize("channels,recipe", [(3, "imagenet"), (1, "gray")])
-def test_apply_matches_torchvision_ops_per_image(channels, recipe):
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_apply_matches_torchvision_ops_per_image(channels, recipe, kernel):
     """Each image gets its own jitter order, factors, grayscale, blur and flip, exactly as torchvision."""
     x = smooth_images(48, channels, 16, 16, seed=5)
     cfg = AugConfig(recipe=recipe, jitter_p=0.9, hue=0.3 if channels == 3 else 0.0, blur_p=0.5)
-    aug = BatchAugment(cfg, 16, channels, ZERO[channels], ONE[channels])
+    aug = BatchAugment(cfg, 16, channels, ZERO[channels], ONE[channels], kernel=kernel)
     p = aug.sample_params(48, torch.Generator().manual_seed(3), "cpu")
     p["crop_box"][:] = torch.tensor([0, 0, 16, 16])  # identity crop: compare the colour ops alone
     ours = aug.apply(x, p)
@@ -366,7 +376,7 @@ def test_apply_matches_torchvision_ops_per_image(channels, recipe):
 def test_masked_path_equals_gathered_path(monkeypatch):
     """The accelerator branch (whole batch + torch.where, no host sync) gives the CPU branch's views."""
     x = smooth_images(32, 3, 20, 20, seed=2)
-    aug = BatchAugment(AugConfig(recipe="imagenet"), 16, 3, ZERO[3], ONE[3])
+    aug = BatchAugment(AugConfig(recipe="imagenet"), 16, 3, ZERO[3], ONE[3], kernel="torch")
     p = aug.sample_params(32, torch.Generator().manual_seed(4), "cpu", image_hw=(20, 20))
     gathered = aug.apply(x, p)
     monkeypatch.setattr(B, "_gathers", lambda device: False)
@@ -481,7 +491,8 @@ def view_stats(views: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("recipe,channels", [("cifar", 3), ("gray", 1), ("imagenet", 3)])
-def test_output_statistics_match_per_image_path(recipe, channels):
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_output_statistics_match_per_image_path(recipe, channels, kernel):
     """Both pipelines on the same images: the averaged view statistics agree within their noise.
 
     An end-to-end check of the whole pipeline; crop noise dominates these statistics, so the
@@ -495,8 +506,8 @@ def test_output_statistics_match_per_image_path(recipe, channels):
     transform = build_view_transform(cfg, 32, channels, mean, std)
     pil = [to_pil(img) for img in x]
     theirs = view_stats(torch.stack([transform(img) for _ in range(200) for img in pil]))  # 800 views
-    ours = view_stats(BatchAugment(cfg, 32, channels, mean, std)(x.repeat(600, 1, 1, 1),
-                                                                  torch.Generator().manual_seed(0)))
+    ours = view_stats(BatchAugment(cfg, 32, channels, mean, std, kernel=kernel)(x.repeat(600, 1, 1, 1),
+                                                                                 torch.Generator().manual_seed(0)))
 
     def standard_error(stats):
         return stats.std(0) / math.sqrt(len(stats))

@@ -14,6 +14,10 @@ Known, deliberate differences from the per-image path (none changes a parameter'
   size every crop is upscaled, where the two agree. Samples within half a pixel of a crop edge
   interpolate with the pixels just outside the crop, where torchvision replicates the crop's edge.
 * Colour ops run on float images; the PIL path rounds to uint8 after every op.
+
+On CPU the crop, flip, colour jitter and grayscale (and the normalisation, when there is no blur)
+run by default in a C kernel (:mod:`.native`) that computes the same views as the torch ops here
+several times faster; ``kernel="torch"`` keeps the torch ops, which are the reference.
 """
 from __future__ import annotations
 
@@ -25,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import AugConfig
+from . import native
 from .recipes import (
     CROP_TRIES,
     aug_values,
@@ -369,12 +374,17 @@ class BatchAugment:
     """Random SimSiam views of a whole uint8 batch, with the distribution of ``build_view_transform``.
 
     ``aug(images)`` draws fresh parameters and applies them; ``sample_params`` / ``apply`` split the
-    two so the parameters can be inspected (tests) or reused.
+    two so the parameters can be inspected (tests) or reused. ``kernel`` (``data.augment_kernel``)
+    chooses how CPU batches are computed: "native" (the C kernel, an error where it cannot be
+    built), "torch" (tensor ops), "auto" (native where it can be built).
     """
 
-    def __init__(self, aug: AugConfig, size: int, channels: int, mean, std):
+    def __init__(self, aug: AugConfig, size: int, channels: int, mean, std, kernel: str = "auto"):
         if channels not in (1, 3):
             raise ValueError(f"channels must be 1 or 3, got {channels}")
+        if kernel not in ("auto", "native", "torch"):
+            raise ValueError(f"kernel must be 'auto', 'native' or 'torch', got {kernel!r}")
+        self.kernel = kernel
         self.values = aug_values(aug)
         self.size = int(size)
         self.channels = channels
@@ -391,7 +401,25 @@ class BatchAugment:
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(size={self.size}, channels={self.channels}, "
-                f"values={self.values}, kernel_size={self.kernel_size})")
+                f"values={self.values}, kernel_size={self.kernel_size}, kernel={self.kernel!r})")
+
+    def uses_native(self, device) -> bool:
+        """Whether batches on ``device`` go through the C kernel (building it on first call)."""
+        if torch.device(device).type != "cpu" or self.kernel == "torch":
+            return False
+        why = native.unavailable_reason()
+        if why is not None and self.kernel == "native":
+            raise native.NativeUnavailable(f"data.augment_kernel=native, but the kernel is unavailable: {why}. "
+                                           "Use data.augment_kernel=torch (or auto), which computes the same views "
+                                           "with torch ops")
+        return why is None
+
+    def describe(self, device) -> str:
+        """How views are computed on ``device``, for the run's log."""
+        if self.uses_native(device):
+            return "augmentation by the native C kernel"
+        why = native.unavailable_reason() if torch.device(device).type == "cpu" and self.kernel == "auto" else None
+        return "augmentation by torch ops" + (f" (native kernel unavailable: {why})" if why else "")
 
     # -- parameters --------------------------------------------------------------------------
 
@@ -450,6 +478,8 @@ class BatchAugment:
     def apply(self, images_uint8: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """Augment a uint8 batch (B, C, H, W) with ``params`` -> float32 (B, C, size, size), normalised."""
         self._check_images(images_uint8)
+        if self.uses_native(images_uint8.device):
+            return self._apply_native(images_uint8, params)
         x = images_uint8.to(torch.float32) / 255.0
         # Crop first: every later op then runs on the (usually smaller) output size. The flip is
         # folded into the crop; it commutes with the colour ops and the symmetric blur.
@@ -468,6 +498,16 @@ class BatchAugment:
         params = self.sample_params(images_uint8.shape[0], generator, images_uint8.device,
                                     image_hw=tuple(images_uint8.shape[-2:]))
         return self.apply(images_uint8, params)
+
+    def _apply_native(self, images_uint8: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The C kernel's crop, jitter and grayscale; a blur (not in the kernel) and then the
+        normalisation follow as torch ops."""
+        if not self.use_blur:
+            return native.augment(images_uint8, params, self.size, self.jitter_ops, self.use_grayscale,
+                                  self.mean, self.std)
+        x = native.augment(images_uint8, params, self.size, self.jitter_ops, self.use_grayscale, None, None)
+        x = apply_where(params["blur"], x, self._blur, params["sigma"])
+        return _normalize(x, self.mean, self.std)
 
     def _check_images(self, images: torch.Tensor) -> None:
         if images.dim() != 4 or images.shape[1] != self.channels:

@@ -87,6 +87,8 @@ def format_table(r: dict) -> str:
     """The terminal summary of a :func:`simsiam.bench.run_bench` result."""
     ours, ref = r["ours"], r["reference"]
     workers = f", {ours['workers']} workers" if ours["pipeline"] == "per_image" else ""
+    if ours.get("augment_kernel"):
+        workers += f" ({ours['augment_kernel']} augmentation kernel)"
     lines = [
         f"simsiam bench: preset {r['preset']}, batch {r['batch_size']}, images {'x'.join(map(str, r['image_shape']))}"
         f"{' (synthetic)' if r['dataset']['synthetic'] else ''}, device {r['device']} ({r['device_name']}), "

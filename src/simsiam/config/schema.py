@@ -28,6 +28,9 @@ class DataConfig:
     image_size: int = 0  # crop size of a view; 0: the dataset's native size
     pipeline: str = "auto"  # "batched" (tensor ops on whole batches), "per_image" (PIL), "auto"
     num_workers: int = -1  # DataLoader workers for the per-image pipeline; -1: chosen from the machine
+    # How the batched pipeline computes views on CPU: "native" (a C kernel built on first use,
+    # augment/native.py), "torch" (tensor ops, as on GPU), "auto" (native where a C compiler works)
+    augment_kernel: str = "auto"
     # Image folders decoded once into a memory-mapped uint8 array (data/cache.py), for the batched pipeline:
     cache: bool = True  # off: read the files every epoch (per-image pipeline)
     cache_dir: str = ""  # "": $SIMSIAM_CACHE_DIR/images, else ~/.cache/simsiam/images
@@ -176,6 +179,7 @@ class Config:
 # Closed vocabularies: checked when the config is resolved so that a typo fails before training.
 CHOICES: dict[str, tuple[str, ...]] = {
     "data.pipeline": ("auto", "batched", "per_image"),
+    "data.augment_kernel": ("auto", "native", "torch"),
     "aug.recipe": ("imagenet", "cifar", "gray"),
     "model.predictor": ("mlp", "none", "frozen"),
     "model.head_bn": ("none", "hidden", "default", "all"),

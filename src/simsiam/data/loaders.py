@@ -50,13 +50,18 @@ class BatchedViewLoader:
         self.seed = cfg.run.seed
         self.device = device
         size = cfg.data.image_size or dataset.image_size
-        self.augment = BatchAugment(cfg.aug, size, dataset.channels, dataset.mean, dataset.std)
+        self.augment = BatchAugment(cfg.aug, size, dataset.channels, dataset.mean, dataset.std,
+                                    kernel=cfg.data.augment_kernel)
+        self.augment.uses_native(device)  # data.augment_kernel=native where it cannot be built: fail before training
         if len(self.images) < self.global_batch:
             raise ValueError(f"the dataset has {len(self.images)} training images, fewer than one batch "
                              f"(optim.batch_size={self.global_batch}); lower the batch size")
 
     def __len__(self) -> int:
         return len(self.images) // self.global_batch  # drop_last, as the paper's loader
+
+    def describe(self) -> str:
+        return f"batched pipeline, {self.augment.describe(self.device)}"
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[dict]:
         # One permutation shared by all ranks; each rank takes its slice of every global batch.
@@ -153,6 +158,9 @@ class PerImageViewLoader:
 
     def __len__(self) -> int:
         return len(self.dataset) // self.global_batch
+
+    def describe(self) -> str:
+        return f"per-image pipeline, {self.workers} worker(s)"
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[dict]:
         # the same on every rank: one shared permutation

@@ -39,7 +39,7 @@ import torch
 from ..config import Config
 from ..data import InMemoryImages, load_dataset
 from ..data.cache import decoded_if_configured
-from ..data.loaders import PerImageViewLoader, build_train_loader
+from ..data.loaders import BatchedViewLoader, PerImageViewLoader, build_train_loader
 from ..data.subset import subset
 from ..methods import build_method
 from ..methods.base import Method
@@ -319,6 +319,9 @@ def run_bench(cfg: Config, opts: BenchOptions, warn: Callable[[str], None] = pri
     peaks = {k: max(peaks_before[k], peaks_after[k]) for k in peaks_before}
     ours_pipeline = "per_image" if isinstance(ours_loader, PerImageViewLoader) else "batched"
     ours_workers, ref_workers = getattr(ours_loader, "workers", 0), ref_loader.workers
+    ours_kernel = None
+    if isinstance(ours_loader, BatchedViewLoader):
+        ours_kernel = "native" if ours_loader.augment.uses_native(device) else "torch"
     del ours_loader, ref_loader  # ends the persistent workers, so their peak RSS is counted below
     return {
         "preset": cfg.preset,
@@ -339,7 +342,8 @@ def run_bench(cfg: Config, opts: BenchOptions, warn: Callable[[str], None] = pri
         "other_processes_cores": None if others_busy is None else round(others_busy, 2),
         "load_moved": (others_busy > others.BUSY_BY_OTHERS if others_busy is not None
                        else load_moved(load_before, load_after)),
-        "ours": {"pipeline": ours_pipeline, "workers": ours_workers, "channels_last": cfg.run.channels_last,
+        "ours": {"pipeline": ours_pipeline, "workers": ours_workers, "augment_kernel": ours_kernel,
+                 "channels_last": cfg.run.channels_last,
                  "amp": dtype_name(ours_dtype), "compile": ours.compile_state},
         "reference": {"pipeline": "per_image", "workers": ref_workers, "channels_last": False, "amp": "fp32",
                       "compile": "off"},

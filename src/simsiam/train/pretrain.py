@@ -162,7 +162,7 @@ def _set_up(cfg: Config, resume: bool, stop: StopRequest, backbone: Optional[nn.
         log.info(f"run {run_dir}: {cfg.method}, {_backbone_words(cfg, method)}, "
                  f"{describe(train_set)}, batch {cfg.optim.batch_size}, lr {train_step.schedule.peak_lr:.4g}, "
                  f"{cfg.optim.epochs} epochs x {len(loader)} steps, device {device}, "
-                 f"{type(loader).__name__}, {dist.world_size()} process(es), precision {precision}")
+                 f"{loader.describe()}, {dist.world_size()} process(es), precision {precision}")
     return run
 
 
