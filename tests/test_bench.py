@@ -45,6 +45,11 @@ def test_bench_on_digits_prints_a_table_and_writes_json(tmp_path, capsys):
     assert len(side["rounds"]) == 3 and all(_positive(x) for x in side["rounds"]) and side["steps_per_round"] == 2
     assert side["median"] == pytest.approx(sorted(side["rounds"])[1], abs=1e-4)
     assert r["ours"]["pipeline"] == "batched" and r["reference"]["pipeline"] == "per_image"
+    # The C augmentation kernel against the torch ops, alternating rounds (as many as --rounds).
+    kernels = r["pipeline_by_augment_kernel"]
+    assert r["ours"]["augment_kernel"] == "native" and kernels["rounds"] == 3
+    assert _positive(kernels["native"]) and _positive(kernels["torch"]) and _positive(kernels["ratio"])
+    assert "native kernel" in out and "(native augmentation kernel)" in out
     assert r["reference"]["workers"] == 1 and r["reference"]["amp"] == "fp32"
     assert r["ours"]["channels_last"] is True and r["ours"]["compile"] == "off"
     assert _positive(r["flops_per_image"]) and _positive(r["matmul_peak_flops"])

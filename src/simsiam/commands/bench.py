@@ -108,6 +108,11 @@ def format_table(r: dict) -> str:
         rounds = ", ".join(f"{100 * x:.1f}" for x in side["rounds"])
         lines.append(f"this package, both together / step alone, side by side: {100 * side['median']:.1f}% "
                      f"(median of {len(side['rounds'])} rounds of {side['steps_per_round']} steps each: {rounds})")
+    kernels = r.get("pipeline_by_augment_kernel")
+    if kernels:
+        lines.append(f"this package, data pipeline alone: native kernel {kernels['native']:.1f}, torch ops "
+                     f"{kernels['torch']:.1f} images/s, {kernels['ratio']:.2f}x (median of {kernels['rounds']} "
+                     "alternating rounds)")
     mem = r["memory"]
     probes = ", ".join(f"{name.replace('_', ' ')} {value / 1e9:.1f}" for name, value in r["peak_probes"].items())
     lines += [

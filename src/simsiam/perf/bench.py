@@ -17,6 +17,8 @@ How the figures are taken, and why (shared machines are noisy):
   DataLoader workers deliver batches in bursts, so a per-batch median would overstate them.
 * Our end to end as a share of our step alone is also measured side by side: rounds alternating
   the step on synthetic tensors with the step fed by the loader, the median of the rounds' ratios.
+* Where our batched pipeline runs the C augmentation kernel (CPU), the pipeline alone is also timed
+  with the torch ops, in alternating rounds: what the kernel is worth, measured in one run.
 * The peak is probed (``bench_peak``) with the same thread count before and after the step timing,
   keeping the higher: a 2048x2048 fp32 matmul (8192 on a GPU) and a dense 3x3 convolution, in fp32
   and, when the step runs in bf16, in bf16. Each step is measured against the best probe of the
@@ -230,6 +232,22 @@ def time_side_by_side(loader, trainer: Trainer, views, opts: BenchOptions, devic
     return ratios
 
 
+def time_augment_kernels(loader, opts: BenchOptions, device: torch.device, channels_last: bool) -> Optional[dict]:
+    """The pipeline alone with the C kernel and with the torch ops, in alternating rounds; None
+    where ``loader`` does not run the kernel."""
+    if not isinstance(loader, BatchedViewLoader) or not loader.augment.uses_native(device):
+        return None
+    with_torch_ops = copy.copy(loader)
+    with_torch_ops.augment = copy.copy(loader.augment)
+    with_torch_ops.augment.kernel = "torch"
+    native, torch_ops = [], []
+    for r in range(max(1, opts.rounds)):
+        native.append(time_pipeline(loader, opts, device, channels_last, epoch=3 + r))
+        torch_ops.append(time_pipeline(with_torch_ops, opts, device, channels_last, epoch=3 + r))
+    return {"native": statistics.median(native), "torch": statistics.median(torch_ops),
+            "ratio": statistics.median(a / b for a, b in zip(native, torch_ops)), "rounds": len(native)}
+
+
 def flops_per_image(cfg: Config, channels: int, size: int, device: torch.device) -> float:
     """FLOPs of one image's training step: forward and backward of both views (matmuls and convs).
 
@@ -313,6 +331,9 @@ def run_bench(cfg: Config, opts: BenchOptions, warn: Callable[[str], None] = pri
     progress(f"our step alone and both together, side by side ({opts.rounds} rounds)")
     side_by_side = time_side_by_side(ours_loader, ours, views, opts, device, epoch=2) if opts.rounds else []
 
+    progress("the data pipeline alone by augmentation kernel")
+    kernels = time_augment_kernels(ours_loader, opts, device, cfg.run.channels_last)
+
     load_after, others_busy = os.getloadavg(), others.busy_cores(cpu_before, others.sample())
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     flops = flops_per_image(cfg, channels, size, device)
@@ -349,6 +370,8 @@ def run_bench(cfg: Config, opts: BenchOptions, warn: Callable[[str], None] = pri
                       "compile": "off"},
         "images_per_s": {name: _pair(pair) for name, pair in
                          (("pipeline", pipeline), ("step", step), ("end_to_end", end_to_end))},
+        # Our pipeline alone with the C augmentation kernel and with the torch ops (None: no kernel).
+        "pipeline_by_augment_kernel": kernels,
         # The figure for "how much of the step's speed does the pipeline cost": both phases alternate.
         "end_to_end_vs_step": {"median": statistics.median(side_by_side) if side_by_side else None,
                                "rounds": [round(r, 4) for r in side_by_side], "steps_per_round": opts.steps},
