@@ -49,7 +49,7 @@ def test_bench_on_digits_prints_a_table_and_writes_json(tmp_path, capsys):
     kernels = r["pipeline_by_augment_kernel"]
     assert r["ours"]["augment_kernel"] == "native" and kernels["rounds"] == 3
     assert _positive(kernels["native"]) and _positive(kernels["torch"]) and _positive(kernels["ratio"])
-    assert "native kernel" in out and "(native augmentation kernel)" in out
+    assert "native kernel" in out and "(augmentation: native C kernel)" in out
     assert r["reference"]["workers"] == 1 and r["reference"]["amp"] == "fp32"
     assert r["ours"]["channels_last"] is True and r["ours"]["compile"] == "off"
     assert _positive(r["flops_per_image"]) and _positive(r["matmul_peak_flops"])

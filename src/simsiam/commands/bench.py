@@ -88,7 +88,7 @@ def format_table(r: dict) -> str:
     ours, ref = r["ours"], r["reference"]
     workers = f", {ours['workers']} workers" if ours["pipeline"] == "per_image" else ""
     if ours.get("augment_kernel"):
-        workers += f" ({ours['augment_kernel']} augmentation kernel)"
+        workers += " (augmentation: " + ("native C kernel" if ours["augment_kernel"] == "native" else "torch ops") + ")"
     lines = [
         f"simsiam bench: preset {r['preset']}, batch {r['batch_size']}, images {'x'.join(map(str, r['image_shape']))}"
         f"{' (synthetic)' if r['dataset']['synthetic'] else ''}, device {r['device']} ({r['device_name']}), "
