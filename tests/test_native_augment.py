@@ -142,6 +142,15 @@ def test_a_compiler_that_fails_is_reported(tmp_path, monkeypatch, fresh_load):
     assert not list((tmp_path / "cache" / "native").iterdir())  # no half-written library
 
 
+def test_a_cache_directory_that_cannot_be_made_is_reported(tmp_path, monkeypatch, fresh_load):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    monkeypatch.setenv("SIMSIAM_CACHE_DIR", str(blocker))
+    why = native.unavailable_reason()
+    assert why is not None and str(blocker) in why
+    assert "torch ops" in BatchAugment(AugConfig(recipe="gray"), 8, 1, (0.5,), (0.5,)).describe("cpu")
+
+
 def test_cuda_batches_never_use_the_kernel():
     aug = BatchAugment(AugConfig(recipe="cifar"), 16, 3, (0.5,) * 3, (0.25,) * 3, kernel="native")
     assert aug.uses_native("cpu") and not aug.uses_native("cuda")
