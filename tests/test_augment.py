@@ -25,6 +25,7 @@ from simsiam.augment import (
     blur_kernel_size,
     build_eval_transform,
     build_view_transform,
+    native,
     normalize_batch,
 )
 from simsiam.augment import batched as B
@@ -86,7 +87,9 @@ KS_BOUND = 0.035
 
 
 # The two ways BatchAugment computes CPU batches: the C kernel (the default) and the torch ops.
-KERNELS = ["native", "torch"]
+KERNELS = [pytest.param("native", marks=pytest.mark.skipif(native.unavailable_reason() is not None,
+                                                           reason=f"no native kernel: {native.unavailable_reason()}")),
+           "torch"]
 
 
 def identity_aug(**overrides) -> AugConfig:
