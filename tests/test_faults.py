@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from simsiam.artifacts import checkpoint as ckpt_io
+from simsiam.augment import native
 from simsiam.cli import main
 from simsiam.train import step as step_module
 from simsiam.train.stop import EXIT_STOPPED
@@ -197,6 +198,20 @@ def test_unavailable_device_is_an_error_not_the_cpu(tmp_path, capsys):
     assert "run.device=cuda: this process sees 0 CUDA device(s)" in line
 
 
+def test_the_native_kernel_asked_for_where_it_cannot_be_built(tmp_path, capsys, monkeypatch):
+    failing = tmp_path / "no-cc"
+    failing.write_text("#!/bin/sh\nexit 1\n")
+    failing.chmod(0o755)
+    monkeypatch.setenv("CC", str(failing))
+    monkeypatch.setenv("SIMSIAM_CACHE_DIR", str(tmp_path / "cache"))
+    native._load.cache_clear()
+    try:
+        line = _one_error(capsys, "pretrain", *TINY, "--out-dir", str(tmp_path / "run"), "data.augment_kernel=native")
+    finally:
+        native._load.cache_clear()
+    assert "data.augment_kernel=native, but the kernel is unavailable" in line and "data.augment_kernel=torch" in line
+
+
 def test_yaml_with_a_tab_and_an_output_dir_below_a_file(tmp_path, capsys):
     (tmp_path / "tab.yaml").write_text("optim:\n\tbase_lr: 0.1\n")
     line = _one_error(capsys, "pretrain", *TINY, "--config", str(tmp_path / "tab.yaml"))
@@ -212,9 +227,11 @@ def test_resume_applies_what_it_can_and_refuses_the_rest(tmp_path, capsys):
     line = _one_error(capsys, "pretrain", "--resume", str(run), "optim.base_lr=0.1", "model.width=8")
     assert line.startswith(f"simsiam pretrain: error: cannot resume {run} with other settings: ")
     assert "model.width=8 (the run has 4)" in line and "optim.base_lr=0.1 (the run has 0.06)" in line
-    assert _cli(capsys, "pretrain", "--resume", str(run), "--epochs", "2", "run.log_every=1")[0] == 0
+    assert _cli(capsys, "pretrain", "--resume", str(run), "--epochs", "2", "run.log_every=1",
+                "data.augment_kernel=torch")[0] == 0
     saved = ckpt_io.load(run)
-    assert saved["epoch"] == 2 and saved["config"]["run"]["log_every"] == 1  # both applied
+    assert saved["epoch"] == 2 and saved["config"]["run"]["log_every"] == 1  # all three applied
+    assert saved["config"]["data"]["augment_kernel"] == "torch"
 
 
 def test_resume_auto_starts_resumes_finishes_and_refuses_another_config(tmp_path, capsys, monkeypatch):
