@@ -6,6 +6,9 @@ channel count and source size, and fall back to them, saying why, where it canno
 """
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -155,3 +158,18 @@ def test_cuda_batches_never_use_the_kernel():
     aug = BatchAugment(AugConfig(recipe="cifar"), 16, 3, (0.5,) * 3, (0.25,) * 3, kernel="native")
     assert aug.uses_native("cpu") and not aug.uses_native("cuda")
     assert "native C kernel" in aug.describe("cpu") and aug.describe("cuda") == "augmentation by torch ops"
+
+
+def test_kernel_stays_inside_its_buffers_under_sanitizers(tmp_path):
+    """The kernel and a C driver built with AddressSanitizer and UBSan, run outside Python (torch's
+    own libraries do not run under ASan)."""
+    harness = Path(__file__).with_name("native_augment_harness.c")
+    exe = tmp_path / "harness"
+    built = subprocess.run([native._compiler(), "-O1", "-g", "-fsanitize=address,undefined", "-fno-omit-frame-pointer",
+                            "-fopenmp", "-std=c99", str(harness), str(native.SOURCE), "-o", str(exe), "-lm"],
+                           capture_output=True, text=True)
+    if built.returncode != 0:
+        pytest.skip(f"this compiler cannot build with the sanitizers: {built.stderr.strip()[-200:]}")
+    ran = subprocess.run([str(exe)], capture_output=True, text=True, timeout=120,
+                         env={"ASAN_OPTIONS": "detect_leaks=1", "UBSAN_OPTIONS": "halt_on_error=1"})
+    assert ran.returncode == 0 and ran.stdout.strip() == "ok", ran.stderr[-2000:]
