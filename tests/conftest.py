@@ -39,3 +39,26 @@ def digits_cfg(tmp_path):
     cfg.run.quiet = True
     cfg.optim.epochs = 2
     return cfg
+
+
+@pytest.fixture
+def fresh_native_kernel():
+    """Forget the loaded augmentation kernel for one test (and again after it, so that later tests
+    load it again as they would)."""
+    from simsiam.augment import native
+
+    native._load.cache_clear()
+    yield
+    native._load.cache_clear()
+
+
+@pytest.fixture
+def failing_compiler(tmp_path, monkeypatch, fresh_native_kernel) -> str:
+    """$CC is a compiler that fails with a message on stderr (returned), and the kernel's cache is empty."""
+    message = "bad-cc: cannot compile here"
+    compiler = tmp_path / "bad-cc"
+    compiler.write_text(f"#!/bin/sh\necho '{message}' >&2\nexit 1\n")
+    compiler.chmod(0o755)
+    monkeypatch.setenv("CC", str(compiler))
+    monkeypatch.setenv("SIMSIAM_CACHE_DIR", str(tmp_path / "cache"))
+    return message

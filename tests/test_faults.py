@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from simsiam.artifacts import checkpoint as ckpt_io
-from simsiam.augment import native
 from simsiam.cli import main
 from simsiam.train import step as step_module
 from simsiam.train.stop import EXIT_STOPPED
@@ -198,17 +197,8 @@ def test_unavailable_device_is_an_error_not_the_cpu(tmp_path, capsys):
     assert "run.device=cuda: this process sees 0 CUDA device(s)" in line
 
 
-def test_the_native_kernel_asked_for_where_it_cannot_be_built(tmp_path, capsys, monkeypatch):
-    failing = tmp_path / "no-cc"
-    failing.write_text("#!/bin/sh\nexit 1\n")
-    failing.chmod(0o755)
-    monkeypatch.setenv("CC", str(failing))
-    monkeypatch.setenv("SIMSIAM_CACHE_DIR", str(tmp_path / "cache"))
-    native._load.cache_clear()
-    try:
-        line = _one_error(capsys, "pretrain", *TINY, "--out-dir", str(tmp_path / "run"), "data.augment_kernel=native")
-    finally:
-        native._load.cache_clear()
+def test_the_native_kernel_asked_for_where_it_cannot_be_built(tmp_path, capsys, failing_compiler):
+    line = _one_error(capsys, "pretrain", *TINY, "--out-dir", str(tmp_path / "run"), "data.augment_kernel=native")
     assert "data.augment_kernel=native, but the kernel is unavailable" in line and "data.augment_kernel=torch" in line
 
 

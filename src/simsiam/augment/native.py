@@ -29,6 +29,8 @@ from typing import Optional
 
 import torch
 
+from ..paths import cache_root
+
 SOURCE = Path(__file__).with_name("native_augment.c")
 # Tried in turn: OpenMP shares the images between torch's threads; without it (Apple's clang) the
 # kernel runs on one thread, still several times faster than the torch ops.
@@ -47,7 +49,7 @@ class NativeUnavailable(RuntimeError):
 
 
 def library_dir() -> Path:
-    return Path(os.environ.get("SIMSIAM_CACHE_DIR") or Path.home() / ".cache" / "simsiam") / "native"
+    return cache_root() / "native"
 
 
 def _compiler() -> Optional[str]:
@@ -70,16 +72,23 @@ def _cpu_signature() -> str:
     return platform.machine() + platform.processor()
 
 
+def _library_name(source: bytes, compiler: str, flags: list[str]) -> str:
+    parts = [source, compiler.encode(), " ".join(flags + COMMON_FLAGS).encode(), _cpu_signature().encode()]
+    key = hashlib.sha256(b"\0".join(parts)).hexdigest()[:16]
+    return f"native_augment-{key}.so"
+
+
 def _build(compiler: str, out_dir: Path) -> Path:
     source = SOURCE.read_bytes()
-    errors = []
-    for flags in FLAG_SETS:
-        key = hashlib.sha256(b"\0".join([source, compiler.encode(), " ".join(flags + COMMON_FLAGS).encode(),
-                                         _cpu_signature().encode()])).hexdigest()[:16]
-        target = out_dir / f"native_augment-{key}.so"
+    targets = [out_dir / _library_name(source, compiler, flags) for flags in FLAG_SETS]
+    # A library built earlier with any of the flag sets is used as it is: a flag set that failed
+    # once (no OpenMP) is not tried again by every later process.
+    for target in targets:
         if target.exists():
             return target
-        out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    errors = []
+    for flags, target in zip(FLAG_SETS, targets):
         # Compiled beside the target and renamed into place: two runs building at once each write
         # their own file, and a reader never sees half a library.
         fd, tmp = tempfile.mkstemp(prefix=target.name + ".", suffix=".tmp", dir=out_dir)

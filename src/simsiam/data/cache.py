@@ -38,14 +38,10 @@ from tqdm import tqdm
 
 from ..config import DataConfig
 from ..parallel import distributed as dist
+from ..paths import cache_root
 from .errors import UnreadableImage
 from .files import ImageFiles, _decode
 from .memory import InMemoryImages
-
-
-def cache_root() -> Path:
-    """Where derived data are kept between runs: ``$SIMSIAM_CACHE_DIR``, else ``~/.cache/simsiam``."""
-    return Path(os.environ.get("SIMSIAM_CACHE_DIR") or Path.home() / ".cache" / "simsiam")
 
 
 def decoded_if_configured(dataset, d: DataConfig, log: Callable[[str], None] = print,

@@ -20,10 +20,11 @@ from ..artifacts.checkpoint import write_atomic
 from ..augment import normalize_batch
 from ..config import Config
 from ..data import InMemoryImages, load_dataset
-from ..data.cache import cache_root, decoded_if_configured
+from ..data.cache import decoded_if_configured
 from ..data.subset import subset
 from ..methods import build_method
 from ..parallel import distributed as dist
+from ..paths import cache_root
 from ..resolve import resolve
 from ..seeding import seed_everything
 from .features import eval_mode, extract_features

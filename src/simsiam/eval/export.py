@@ -126,7 +126,8 @@ def torchvision_how_to_load(backbone: nn.Module, cfg: Config, path: Path) -> str
               "for the pooled features"]
     if len(grids) > 1:
         # torchvision's forward stops at the last stage; the run's features need the earlier ones too.
-        lines += ["# model(x) gives the last stage's features only; features(x), in eval mode, gives the run's",f"def features(x):  # the run's features: stage, grid side = {grids}, concatenated",
+        lines += ["# model(x) gives the last stage's features only; features(x), in eval mode, gives the run's",
+                  f"def features(x):  # the run's features: stage, grid side = {grids}, concatenated",
                   "    x = model.maxpool(model.relu(model.bn1(model.conv1(x))))",
                   "    maps = []",
                   "    for layer in (model.layer1, model.layer2, model.layer3, model.layer4):",

@@ -340,9 +340,7 @@ def run_bench(cfg: Config, opts: BenchOptions, warn: Callable[[str], None] = pri
     peaks = {k: max(peaks_before[k], peaks_after[k]) for k in peaks_before}
     ours_pipeline = "per_image" if isinstance(ours_loader, PerImageViewLoader) else "batched"
     ours_workers, ref_workers = getattr(ours_loader, "workers", 0), ref_loader.workers
-    ours_kernel = None
-    if isinstance(ours_loader, BatchedViewLoader):
-        ours_kernel = "native" if ours_loader.augment.uses_native(device) else "torch"
+    ours_kernel = ("native" if kernels else "torch") if isinstance(ours_loader, BatchedViewLoader) else None
     del ours_loader, ref_loader  # ends the persistent workers, so their peak RSS is counted below
     return {
         "preset": cfg.preset,
