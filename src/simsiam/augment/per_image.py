@@ -62,15 +62,18 @@ def build_view_transform(aug: AugConfig, size: int, channels: int, mean, std) ->
     return T.Compose(ops)
 
 
-def build_eval_transform(size: int, channels: int, mean, std, resize: bool) -> Callable[[Image.Image], torch.Tensor]:
+def build_eval_transform(size: int, channels: int, mean, std, resize: bool,
+                         margin: bool = True) -> Callable[[Image.Image], torch.Tensor]:
     """The deterministic view for evaluation: a float tensor ``(channels, size, size)``, normalised.
 
     ``resize=True`` is the standard ImageNet protocol for variable-size files (shorter side to
-    size*256/224, then a central crop); in-memory datasets are already at their native size.
+    size*256/224, then a central crop); with ``margin=False`` the shorter side goes to ``size``
+    itself, the central square as the image cache stores it (what a model fine-tuned on a cached
+    folder was tested on). In-memory datasets are already at their native size.
     """
     mean, std = check_mean_std(mean, std, channels)
     ops: list = [EnsureMode(channels)]
     if resize:
-        ops += [T.Resize(int(size * 256 / 224)), T.CenterCrop(size)]
+        ops += [T.Resize(int(size * 256 / 224) if margin else size), T.CenterCrop(size)]
     ops += [T.ToTensor(), T.Normalize(mean, std)]
     return T.Compose(ops)

@@ -3,8 +3,10 @@ from . import (
     bench,
     embed,
     export,
+    finetune,
     knn,
     linear,
+    predict,
     presets,
     pretrain,
     reproduce,
@@ -13,4 +15,4 @@ from . import (
     visualize,
 )
 
-COMMANDS = [pretrain, knn, linear, embed, similar, export, visualize, presets, reproduce, sweep, bench]
+COMMANDS = [pretrain, knn, linear, finetune, predict, embed, similar, export, visualize, presets, reproduce, sweep, bench]

@@ -42,7 +42,13 @@ def subset(dataset, limit: int, seed: int = SUBSET_SEED):
     subset of :func:`subset_indices` (``subset_of`` records its size before and the seed)."""
     if limit <= 0 or limit >= len(dataset):
         return dataset
-    index = subset_indices(dataset.labels, limit, seed)
+    small = select(dataset, subset_indices(dataset.labels, limit, seed))
+    small.subset_of = {"images": len(dataset), "seed": seed}
+    return small
+
+
+def select(dataset, index: torch.Tensor):
+    """A shallow copy of ``dataset`` holding the images at ``index`` (in-memory or files), in that order."""
     small = copy.copy(dataset)
     if isinstance(dataset, InMemoryImages):
         small.images = dataset.images[index]
@@ -50,7 +56,6 @@ def subset(dataset, limit: int, seed: int = SUBSET_SEED):
     else:
         small.paths = [dataset.paths[i] for i in index.tolist()]
         small.labels = [dataset.labels[i] for i in index.tolist()]
-    small.subset_of = {"images": len(dataset), "seed": seed}
     return small
 
 

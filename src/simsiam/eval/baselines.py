@@ -65,6 +65,15 @@ class _FilePixels(torch.nn.Module):
         return x.flatten(1)
 
 
+def pixel_vectors(dataset, standardise: bool, **extract) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(pixel vectors, labels)`` of any dataset: in-memory images as stored, files through the eval
+    transform at most MAX_PIXEL_SIDE a side (``extract``: :func:`extract_features`' keywords)."""
+    if isinstance(dataset, InMemoryImages):
+        return pixel_features(dataset, standardise)
+    x, y, _, _ = extract_features(_FilePixels(dataset.mean, dataset.std, raw=not standardise), dataset, **extract)
+    return x, y
+
+
 @torch.no_grad()
 def baseline_knn(cfg: Config, *, k: int = 200, t: float = 0.1, device: str = "cpu",
                  random_backbone: Optional[torch.nn.Module] = None) -> dict[str, float]:
@@ -98,13 +107,8 @@ def _pixel_knn(bank_set, query_set, standardise: bool, num_classes: int, k: int,
     """kNN accuracy on pixel vectors. Its own function so that one variant's bank (5 GB for
     Tiny-ImageNet's 101,000 images at 64 px) is freed before the next is built; normalised in place,
     so the kNN does not copy it either."""
-    if isinstance(bank_set, InMemoryImages):
-        bank, bank_y = pixel_features(bank_set, standardise)
-        query, query_y = pixel_features(query_set, standardise)
-    else:
-        pixels = _FilePixels(bank_set.mean, bank_set.std, raw=not standardise)
-        bank, bank_y, _, _ = extract_features(pixels, bank_set, **kw)
-        query, query_y, _, _ = extract_features(pixels, query_set, **kw)
+    bank, bank_y = pixel_vectors(bank_set, standardise, **kw)
+    query, query_y = pixel_vectors(query_set, standardise, **kw)
     bank.div_(bank.norm(dim=1, keepdim=True).clamp_min(1e-12))
     return knn_accuracy(query, query_y, bank, bank_y, num_classes, k, t)
 

@@ -49,11 +49,13 @@ def _collate(batch):
 @torch.no_grad()
 def extract_features(net: Callable[[torch.Tensor], torch.Tensor], dataset, *, device: torch.device,
                      batch_size: int = 512, image_size: int = 0, num_workers: int = 0,
-                     channels_last: bool = False, progress: Optional[Callable] = None
+                     channels_last: bool = False, progress: Optional[Callable] = None, margin: bool = True
                      ) -> tuple[torch.Tensor, torch.Tensor, list[int], list[str]]:
     """Run ``net`` (e.g. a backbone) over every image of ``dataset``.
 
-    Returns ``(features (N, F) on CPU, labels (N,), indices of the images kept, unreadable paths)``.
+    Files are resized with the ImageNet margin, or without it (``margin=False``: see
+    :func:`~simsiam.augment.build_eval_transform`). Returns ``(features (N, F) on CPU, labels (N,),
+    indices of the images kept, unreadable paths)``.
     The caller puts ``net`` in eval mode (see :func:`eval_mode`), so BN uses running statistics.
     """
     shard = list(range(dist.rank(), len(dataset), dist.world_size()))
@@ -77,7 +79,7 @@ def extract_features(net: Callable[[torch.Tensor], torch.Tensor], dataset, *, de
                 progress(len(b))
     else:
         size = image_size or 224
-        transform = build_eval_transform(size, dataset.channels, dataset.mean, dataset.std, resize=True)
+        transform = build_eval_transform(size, dataset.channels, dataset.mean, dataset.std, resize=True, margin=margin)
         loader = DataLoader(Subset(TransformedImages(dataset, transform), shard), batch_size=batch_size,
                             num_workers=num_workers, collate_fn=_collate)
         for x, y, i, bad in loader:

@@ -1,0 +1,135 @@
+"""The five contenders of a label budget, each choosing its one setting on the validation part.
+
+* ``finetune`` and ``scratch``: a network trained end to end (:func:`train_network`) from the
+  pretrained backbone or from a fresh initialisation of the same architecture, lr searched;
+* ``linear``: a linear probe on the frozen pretrained features, lr searched;
+* ``knn`` and ``pixels_knn``: weighted kNN with the labelled training part as the bank, on the
+  frozen features or on standardised pixels, k searched.
+
+Each returns an :class:`Outcome`: the validation and test accuracy of the chosen setting, the
+choice, and the whole search.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+from torch import nn
+
+from ..eval.classifier import Classifier
+from ..eval.knn import knn_accuracy, knn_sweep
+from ..eval.linear import linear_config, topk_accuracy, train_on_features
+from .fit import Diverged, accuracy, fit_classifier, logits_of
+from .recipe import FinetuneRecipe
+
+
+@dataclass
+class Task:
+    """One label draw: its training and validation parts, the test split, and how to feed them."""
+
+    train: object  # datasets (data.subset.select of the training split), and the test split
+    val: object
+    test: object
+    num_classes: int
+    size: int  # input side
+    device: torch.device
+    seed: int  # the label seed: also the seed of the views and of a fresh initialisation
+    crop_scale_min: float
+
+
+@dataclass
+class Outcome:
+    val: float
+    test: float
+    choice: dict
+    search: list[dict]
+    time_s: float = 0.0
+    model: Optional[tuple[nn.Module, Classifier]] = field(default=None, repr=False)  # (method, classifier)
+
+    def record(self) -> dict:
+        return {"val": self.val, "test": self.test, "choice": self.choice, "search": self.search,
+                "time_s": round(self.time_s, 1)}
+
+
+def train_network(start: Callable[[], nn.Module], task: Task, recipe: FinetuneRecipe, lrs: tuple[float, ...],
+                  log: Callable[[str], None], label: str) -> Outcome:
+    """Train a classifier on ``start()``'s backbone at each of ``lrs``; keep the best on validation.
+
+    ``start`` returns a method (backbone + heads) whose backbone is trained in place: a copy of the
+    pretrained one, or a fresh initialisation. A rate whose loss diverges scores nothing."""
+    t0 = time.perf_counter()
+    best: Optional[tuple[float, float, nn.Module, Classifier, dict]] = None
+    search = []
+    for lr in lrs:
+        t = time.perf_counter()
+        method = start()
+        classifier = Classifier(method.backbone, task.num_classes).to(task.device)
+        try:
+            fitted = fit_classifier(classifier, task.train, recipe, lr, size=task.size, device=task.device,
+                                    seed=task.seed, crop_scale_min=task.crop_scale_min)
+        except Diverged as err:
+            search.append({"base_lr": lr, "val": None, "diverged": str(err)})
+            log(f"{label} base lr {lr:g}: diverged")
+            continue
+        val = accuracy(*logits_of(classifier, task.val, size=task.size, device=task.device, amp=recipe.amp))
+        search.append({"base_lr": lr, "val": val, "steps": fitted["steps"], "time_s": round(time.perf_counter() - t, 1)})
+        log(f"{label} base lr {lr:g}: val {val:.2f}% ({fitted['steps']} steps, {time.perf_counter() - t:.0f}s)")
+        if best is None or val > best[0]:
+            best = (val, lr, method, classifier, fitted)
+    if best is None:
+        raise ValueError(f"{label}: the loss diverged at every learning rate tried ({', '.join(map(str, lrs))}); "
+                         "lower them (--lrs)")
+    val, lr, method, classifier, fitted = best
+    test = accuracy(*logits_of(classifier, task.test, size=task.size, device=task.device, amp=recipe.amp))
+    choice = {"base_lr": lr, "lr": fitted["lr"], "steps": fitted["steps"], "batch_size": fitted["batch_size"]}
+    return Outcome(val, test, choice, search, time.perf_counter() - t0, (method, classifier))
+
+
+@dataclass
+class FeatureSplit:
+    """Features (or pixel vectors) of a draw's parts and of the test split, with their labels."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+
+def linear_probe(f: FeatureSplit, num_classes: int, recipe: FinetuneRecipe, lrs: tuple[float, ...],
+                 seed: int) -> Outcome:
+    """A BN + linear head on frozen features (eval.linear's trainer), the best of ``lrs`` on validation."""
+    t0 = time.perf_counter()
+    epochs = recipe.probe_epochs(len(f.train_x))
+    best, search = None, []
+    for lr in lrs:
+        cfg = linear_config("sgd", epochs=epochs, base_lr=lr, bn_head=True, seed=seed)
+        try:
+            head, _ = train_on_features(f.train_x, f.train_y, num_classes, cfg)
+        except FloatingPointError as err:
+            search.append({"lr": lr, "val": None, "diverged": str(err)})
+            continue
+        val = topk_accuracy(head, f.val_x, f.val_y, (1,))[1]
+        search.append({"lr": lr, "val": val})
+        if best is None or val > best[0]:
+            best = (val, lr, head)
+    if best is None:
+        raise ValueError(f"the linear probe diverged at every learning rate tried ({lrs})")
+    val, lr, head = best
+    test = topk_accuracy(head, f.test_x, f.test_y, (1,))[1]
+    return Outcome(val, test, {"lr": lr, "epochs": epochs}, search, time.perf_counter() - t0)
+
+
+def knn_contender(f: FeatureSplit, num_classes: int, recipe: FinetuneRecipe, ks: tuple[int, ...]) -> Outcome:
+    """Weighted kNN with the training part as the bank; the best of ``ks`` on validation (ties: the
+    smaller k; k is clipped to the bank)."""
+    t0 = time.perf_counter()
+    ks = sorted({min(k, len(f.train_x)) for k in ks})
+    on_val = knn_sweep(f.val_x, f.val_y, f.train_x, f.train_y, num_classes, ks, (recipe.knn_t,))
+    search = [{"k": k, "val": on_val[f"k={k},t={recipe.knn_t}"]} for k in ks]
+    best = max(search, key=lambda s: (s["val"], -s["k"]))
+    test = knn_accuracy(f.test_x, f.test_y, f.train_x, f.train_y, num_classes, best["k"], recipe.knn_t)
+    return Outcome(best["val"], test, {"k": best["k"], "t": recipe.knn_t}, search, time.perf_counter() - t0)

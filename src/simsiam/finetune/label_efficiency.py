@@ -1,0 +1,258 @@
+"""``finetune()``: every contender on every label budget and seed, into one folder, resumable.
+
+For each budget, the first label seed runs every contender's search on its validation part; the
+later seeds reuse each contender's choice (so a seed costs one training per contender, and the
+spread over seeds is the spread of the labels drawn, not of the search). Each finished cell
+(budget, seed, contender) is written at once, atomically, to ``cells/``; the same call on the
+same folder skips them, so an interrupted fine-tune goes on where it stopped. The pretraining run
+is only read.
+
+The folder: ``settings.json``, ``cells/*.json``, ``models/<contender>-<budget>-seed<k>.pt`` (the
+trained classifiers, for ``predict``, ``export`` and ``embed``), then ``results.json``,
+``report.md`` and ``label_efficiency.png``.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from ..artifacts.checkpoint import write_atomic
+from ..config import Config
+from ..data import InMemoryImages, load_dataset
+from ..data.cache import decoded_if_configured
+from ..data.label_budget import LabelBudget, LabelDraw, draw_labels, parse_budgets
+from ..data.subset import select
+from ..eval.baselines import pixel_vectors
+from ..eval.classifier import save_classifier
+from ..eval.features import eval_mode, extract_features
+from ..eval.pretrained import held_out_split, load_pretrained
+from ..methods import build_method
+from ..models import input_channels
+from ..seeding import seed_everything
+from ..train.speed import resolve_amp
+from .contenders import (
+    FeatureSplit,
+    Outcome,
+    Task,
+    knn_contender,
+    linear_probe,
+    train_network,
+)
+from .recipe import CONTENDERS, FinetuneRecipe
+from .report import write_outputs
+
+DEFAULT_BUDGETS = ("1%", "10%")
+DATASET_CLASS_NAMES = {
+    "fmnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+               "Ankle boot"],
+    "digits": [str(i) for i in range(10)],
+    "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
+}
+
+
+def class_names(dataset, name: str) -> list[str]:
+    """The class names of a labelled dataset: its folders' names, a known list, or the indices."""
+    found = list(getattr(dataset, "classes", None) or DATASET_CLASS_NAMES.get(name, []))
+    return found if len(found) == dataset.num_classes else [str(i) for i in range(dataset.num_classes)]
+
+
+@dataclasses.dataclass
+class Labelled:
+    """The labelled dataset a fine-tune trains and tests on."""
+
+    name: str
+    data_dir: Optional[str]
+    split: str
+    train: object
+    test: object
+    classes: list[str]
+    size: int
+
+
+def load_labelled(cfg: Config, channels: int, dataset: Optional[str], data_dir: Optional[str], image_size: int,
+                  log: Callable[[str], None]) -> Labelled:
+    """The labelled training and test splits (a folder decoded into the image cache, as pretraining
+    does), checked against the backbone. Raises ValueError with one line for data it cannot use."""
+    name = dataset or cfg.data.dataset
+    ddir = data_dir if data_dir is not None else (cfg.data.data_dir if name == cfg.data.dataset else None)
+    if name == "folder":
+        raise ValueError("fine-tuning needs labelled images, and dataset 'folder' has none (the run was trained on "
+                         "an unlabelled folder?): give a labelled one, e.g. --dataset imagefolder --data-dir DIR "
+                         "laid out as DIR/train/<class>/ and DIR/test/<class>/")
+    size = image_size or cfg.data.image_size or 224
+    data_cfg = dataclasses.replace(cfg.data, dataset=name, data_dir=ddir, image_size=size)
+    train = load_dataset(name, "train", ddir)
+    if train.num_classes < 2:
+        raise ValueError(f"dataset {name!r} has {train.num_classes} class(es) in its training split; fine-tuning "
+                         "a classifier needs at least 2 labelled classes")
+    if train.channels != channels:
+        raise ValueError(f"{name} has {train.channels}-channel images but the run's backbone takes {channels}; "
+                         f"fine-tune on images with {channels} channel(s) (grayscale for 1, colour for 3)")
+    split = held_out_split(cfg, name)
+    test = load_dataset(name, split, ddir)
+    train = decoded_if_configured(train, data_cfg, log=log)
+    test = decoded_if_configured(test, data_cfg, log=log)
+    return Labelled(name, ddir, split, train, test, class_names(train, name), size)
+
+
+def default_out_dir(run: Path, labelled_name: str, run_dataset: str) -> Path:
+    """Beside the run, never inside it: ``runs/demo-finetune`` (``-<dataset>`` for another dataset)."""
+    suffix = "" if labelled_name == run_dataset else f"-{labelled_name}"
+    return run.parent / f"{run.name}-finetune{suffix}"
+
+
+def finetune(run: str | Path, *, dataset: Optional[str] = None, data_dir: Optional[str] = None,
+             labels_per_class: Sequence[int] = (), label_fractions: Sequence[str | float] = (),
+             label_seeds: Sequence[int] = (0, 1, 2), contenders: Sequence[str] = CONTENDERS,
+             recipe: Optional[FinetuneRecipe] = None, out_dir: Optional[str | Path] = None, image_size: int = 0,
+             device: str = "cpu", log: Callable[[str], None] = print) -> dict:
+    """Fine-tune a pretraining run's backbone on few labels, beside the other contenders; write the
+    folder described in the module doc and return its results (``results.json``'s content)."""
+    recipe = recipe or FinetuneRecipe()
+    budgets = parse_budgets(labels_per_class, label_fractions) or parse_budgets(fractions=DEFAULT_BUDGETS)
+    seeds = list(dict.fromkeys(int(s) for s in label_seeds))
+    unknown = [c for c in contenders if c not in CONTENDERS]
+    if unknown or not contenders or not seeds:
+        raise ValueError(f"contenders must be among {', '.join(CONTENDERS)} (got {list(contenders)}), and at least "
+                         "one label seed is needed")
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       "cpu" if device == "auto" else device)
+    run_path = Path(run)
+    run_dir = run_path if run_path.is_dir() else run_path.parent
+    pretrained, cfg = load_pretrained(run_path, dev)
+    channels = input_channels(pretrained.backbone)
+    data = load_labelled(cfg, channels, dataset, data_dir, image_size, log)
+    out = Path(out_dir) if out_dir else default_out_dir(run_dir, data.name, cfg.data.dataset)
+    if out.resolve() == run_dir.resolve() or run_dir.resolve() in out.resolve().parents:
+        raise ValueError(f"--out {out} is inside the pretraining run {run_dir}; a fine-tune writes to its own folder")
+    precision, why = resolve_amp(recipe.amp, dev)
+    recipe = dataclasses.replace(recipe, amp=precision)  # recorded as used: a resume elsewhere keeps it
+    crop_min = cfg.aug.crop_scale_min if cfg.aug.crop_scale_min is not None else 0.08
+    crop_min = recipe.crop_scale_min if recipe.crop_scale_min is not None else crop_min
+    settings = {"run": str(run_path.resolve()), "dataset": data.name, "data_dir": data.data_dir, "split": data.split,
+                "image_size": data.size, "budgets": [b.name for b in budgets], "label_seeds": seeds,
+                "contenders": list(contenders), "crop_scale_min": crop_min, "recipe": dataclasses.asdict(recipe)}
+    _claim(out, settings)
+    log(f"fine-tuning {run_path} on {data.name} ({len(data.train)} training, {len(data.test)} {data.split} images, "
+        f"{len(data.classes)} classes) at {data.size}px; budgets {', '.join(b.name for b in budgets)}; label seeds "
+        f"{seeds}; precision {'bf16' if precision == 'bf16' else 'fp32'} ({why}); outputs in {out}")
+
+    test_features = None
+    test_pixels = None
+    cells: dict[tuple[str, int, str], dict] = {}
+    for budget in budgets:
+        choices: dict[str, dict] = {}
+        for i, seed in enumerate(seeds):
+            draw = draw_labels(torch.as_tensor(data.train.labels), budget, seed, len(data.classes), data.classes)
+            task = Task(select(data.train, draw.train), select(data.train, draw.val), data.test, len(data.classes),
+                        data.size, dev, seed, crop_min)
+            splits: dict[str, FeatureSplit] = {}  # this draw's frozen features and pixels, made once
+            for contender in contenders:
+                path = out / "cells" / f"{budget.slug}-seed{seed}-{contender}.json"
+                if path.is_file():
+                    cell = json.loads(path.read_text())
+                else:
+                    label = f"{budget.name} seed {seed} {contender}"
+                    search = i == 0 or contender not in choices
+                    if contender in ("finetune", "scratch"):
+                        lrs = recipe.lrs if search else (choices[contender]["base_lr"],)
+                        start = _start(contender, pretrained, cfg, channels, seed, dev)
+                        outcome = train_network(start, task, recipe, lrs, log, label)
+                        _save_model(out, contender, budget, draw, outcome, cfg, data, settings)
+                    else:
+                        if contender == "pixels_knn":
+                            test_pixels = test_pixels or pixel_vectors(data.test, True, device=dev, image_size=data.size)
+                            split = splits.get("pixels") or _pixel_split(task, test_pixels, dev)
+                            splits["pixels"] = split
+                        else:
+                            test_features = test_features or _frozen(pretrained.backbone, data.test, data.size, dev)
+                            split = splits.get("features") or _feature_split(pretrained.backbone, task, test_features)
+                            splits["features"] = split
+                        if contender == "linear":
+                            lrs = recipe.probe_lrs if search else (choices[contender]["lr"],)
+                            outcome = linear_probe(split, task.num_classes, recipe, lrs, seed)
+                        else:
+                            ks = recipe.knn_ks if search else (choices[contender]["k"],)
+                            outcome = knn_contender(split, task.num_classes, recipe, ks)
+                    cell = {"budget": budget.name, "seed": seed, "contender": contender, "labelled": draw.labelled,
+                            "train": len(draw.train), "val": len(draw.val), "searched": search, **outcome.record()}
+                    write_atomic(path, lambda fh: fh.write(json.dumps(cell, indent=2).encode()))
+                    log(f"{label}: test {cell['test']:.2f}% (val {cell['val']:.2f}%, {_choice_words(cell['choice'])}, "
+                        f"{cell['time_s']:.0f}s)")
+                if i == 0 or contender not in choices:
+                    choices[contender] = cell["choice"]
+                cells[(budget.name, seed, contender)] = cell
+    results = {"settings": settings, "classes": data.classes, "precision": precision,
+               "cells": list(cells.values())}
+    write_outputs(out, results, budgets, seeds, contenders)
+    results["out_dir"] = str(out)
+    return results
+
+
+def _claim(out: Path, settings: dict) -> None:
+    """Make ``out`` this fine-tune's folder, or check that it already is (a resume)."""
+    path = out / "settings.json"
+    if path.is_file():
+        before = json.loads(path.read_text())
+        if before != settings:
+            differ = sorted(k for k in set(before) | set(settings) if before.get(k) != settings.get(k))
+            raise ValueError(f"{out} holds a fine-tune with other settings ({', '.join(differ)} differ); choose "
+                             "another --out, or delete that folder to start again")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, lambda fh: fh.write(json.dumps(settings, indent=2).encode()))
+
+
+def _start(contender: str, pretrained: torch.nn.Module, cfg: Config, channels: int, seed: int,
+           device: torch.device) -> Callable[[], torch.nn.Module]:
+    """What each training of a contender starts from: a copy of the pretrained method, or a fresh
+    initialisation of the same architecture (seeded by the label seed, not the run's weights)."""
+    if contender == "finetune":
+        return lambda: copy.deepcopy(pretrained).to(device)
+
+    def fresh() -> torch.nn.Module:
+        seed_everything(10_007 + seed)
+        return build_method(cfg, channels).to(device)
+    return fresh
+
+
+def _frozen(backbone: torch.nn.Module, dataset, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    with eval_mode(backbone):
+        x, y, _, _ = extract_features(backbone, dataset, device=device, image_size=size)
+    return x, y
+
+
+def _feature_split(backbone: torch.nn.Module, task: Task, test: tuple[torch.Tensor, torch.Tensor]) -> FeatureSplit:
+    train_x, train_y = _frozen(backbone, task.train, task.size, task.device)
+    val_x, val_y = _frozen(backbone, task.val, task.size, task.device)
+    return FeatureSplit(train_x, train_y, val_x, val_y, *test)
+
+
+def _pixel_split(task: Task, test: tuple[torch.Tensor, torch.Tensor], device: torch.device) -> FeatureSplit:
+    kw = dict(device=device, image_size=task.size)
+    return FeatureSplit(*pixel_vectors(task.train, True, **kw), *pixel_vectors(task.val, True, **kw), *test)
+
+
+def _save_model(out: Path, contender: str, budget: LabelBudget, draw: LabelDraw, outcome: Outcome, cfg: Config,
+                data: Labelled, settings: dict) -> Path:
+    method, classifier = outcome.model
+    config = cfg.to_dict()
+    config["data"].update(dataset=data.name, data_dir=data.data_dir, image_size=data.size, eval_split=data.split)
+    meta = {"classes": data.classes, "contender": contender, "budget": budget.name, "label_seed": draw.seed,
+            "labelled": draw.labelled, "val_accuracy": outcome.val, "test_accuracy": outcome.test,
+            "choice": outcome.choice, "mean": list(data.train.mean), "std": list(data.train.std),
+            "image_size": data.size, "test_images": "memory" if isinstance(data.test, InMemoryImages) else "files",
+            "dataset": data.name, "data_dir": data.data_dir, "split": data.split,
+            "pretrained_from": settings["run"] if contender == "finetune" else None,
+            "precision": settings["recipe"]["amp"]}
+    path = out / "models" / f"{contender}-{budget.slug}-seed{draw.seed}.pt"
+    return save_classifier(path, method, classifier, config, meta)
+
+
+def _choice_words(choice: dict) -> str:
+    return ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in choice.items())
