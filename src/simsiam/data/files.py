@@ -16,6 +16,13 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
+def imagenet_stats(channels: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """ImageNet's mean and std for ``channels`` channels (their averages for one)."""
+    if channels == 3:
+        return IMAGENET_MEAN, IMAGENET_STD
+    return (sum(IMAGENET_MEAN) / 3,), (sum(IMAGENET_STD) / 3,)
+
+
 def is_image_file(name: str) -> bool:
     """True when ``name`` has one of ``IMAGE_EXTENSIONS`` (case-insensitive) and is not hidden."""
     # Hidden files include macOS "._x.jpg" resource forks, which are not images.

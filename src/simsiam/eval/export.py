@@ -14,6 +14,7 @@ Every file is written atomically: a crash leaves no half-written export.
 """
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from torch import nn
 from ..artifacts.checkpoint import save_atomic, write_atomic
 from ..config import Config
 from ..models import BACKBONES, TORCHVISION_EQUIVALENT, input_channels
+from .classifier import Classifier, classifier_head
 from .export_onnx import export_onnx, onnxruntime_how_to
 from .normalisation import training_normalisation
 from .pretrained import load_pretrained
@@ -81,14 +83,15 @@ def _torchvision_constructor(cfg: Config) -> str:
     return TORCHVISION_EQUIVALENT.get(cfg.model.backbone, cfg.model.backbone.partition("_")[0])
 
 
-def torchvision_how_to_load(backbone: nn.Module, cfg: Config, path: Path) -> str:
+def torchvision_how_to_load(backbone: nn.Module, cfg: Config, path: Path, num_classes: int = 0) -> str:
     """Python lines that build a matching torchvision model and load the export (runnable as they are).
 
     A standard backbone needs only the stock constructor. Otherwise the lines rebuild what differs
     with torchvision's own parts: the stem (CIFAR: 3x3 stride-1 conv, no max-pool; small: the same
     conv, a 2x2 max-pool; other channel counts), for another width the four stages through
     torchvision's ``ResNet._make_layer``, the pooling grid, and for features from several stages a
-    ``features(x)`` function (torchvision's forward gives the last stage's only).
+    ``features(x)`` function (torchvision's forward gives the last stage's only). A fine-tuned
+    classifier (``num_classes``) is the export's ``fc``, so the file loads with nothing missing.
     """
     ctor = _torchvision_constructor(cfg)
     width = cfg.model.width
@@ -119,11 +122,16 @@ def torchvision_how_to_load(backbone: nn.Module, cfg: Config, path: Path) -> str
         lines.append(f"model.avgpool = torch.nn.AdaptiveAvgPool2d(({grid}, {grid}))  # the run's pool grid")
     grids = getattr(backbone, "feature_grids", [(4, grid)])
     last_stage_features = width * 8 * backbone.layer4[-1].expansion * grid * grid
-    if width != 64 or grid != 1:
+    if num_classes:
+        lines.append(f"model.fc = torch.nn.Linear({backbone.num_features}, {num_classes})  # the fine-tuned classifier")
+    elif width != 64 or grid != 1:
         lines.append(f"model.fc = torch.nn.Linear({last_stage_features}, 1000)")
-    lines += [f"missing, unexpected = model.load_state_dict(torch.load({str(path)!r}, weights_only=True), strict=False)",
-              "# missing == ['fc.weight', 'fc.bias']: add your own head, or model.fc = torch.nn.Identity() "
-              "for the pooled features"]
+    lines.append(f"missing, unexpected = model.load_state_dict(torch.load({str(path)!r}, weights_only=True), "
+                 "strict=False)")
+    lines.append("# missing == []: model(x) gives the class logits" if num_classes and len(grids) == 1 else
+                 "# missing == []: model.fc(features(x)) gives the class logits (features below)" if num_classes else
+                 "# missing == ['fc.weight', 'fc.bias']: add your own head, or model.fc = torch.nn.Identity() "
+                 "for the pooled features")
     if len(grids) > 1:
         # torchvision's forward stops at the last stage; the run's features need the earlier ones too.
         lines += ["# model(x) gives the last stage's features only; features(x), in eval mode, gives the run's",
@@ -205,6 +213,7 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path, include
         raise ValueError(f"{str(out)!r}: detectron2 reads a .pkl file as a plain pickle of NumPy arrays, but this "
                          "export is a torch file; name it .pth (detectron2 loads .pth files with torch.load)")
     model, cfg = load_pretrained(checkpoint)
+    head = classifier_head(checkpoint)  # a fine-tuned model's classifier goes with it (not to detectron2)
     if fmt in ("torchvision", "detectron2") and cfg.model.backbone not in BACKBONES:
         raise ValueError(f"--format {fmt} is for the built-in ResNets; this run's backbone is "
                          f"{cfg.model.backbone}: use --format safetensors or onnx")
@@ -225,18 +234,28 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path, include
         meta = {"producer": "simsiam", "backbone": cfg.model.backbone, "image_size": str(size),
                 "channels": str(in_channels), "mean": ",".join(map(str, mean)), "std": ",".join(map(str, std)),
                 "output": "projector z" if include_heads else "pooled backbone features"}
-        export_onnx(model, out, channels=in_channels, image_size=size, metadata=meta, include_projector=include_heads)
+        classifier = None
+        if head is not None:
+            classifier = Classifier(model.backbone, len(head["bias"]))
+            classifier.head.load_state_dict({"weight": head["weight"], "bias": head["bias"]})
+            meta.update(output="class logits", classes=json.dumps(head["classes"]))
+        export_onnx(model, out, channels=in_channels, image_size=size, metadata=meta, include_projector=include_heads,
+                    classifier=classifier)
         return ExportResult(path=out, format=fmt, num_tensors=len(state), warnings=warnings,
                             how_to_load=onnxruntime_how_to(out, in_channels, size, mean, std))
+    fc = {} if head is None else {"fc.weight": head["weight"], "fc.bias": head["bias"]}
     if fmt == "torchvision":
-        save_atomic(state, out)
-        how = torchvision_how_to_load(model.backbone, cfg, out)
-        tensors = state
+        tensors = {**state, **fc}
+        save_atomic(tensors, out)
+        how = torchvision_how_to_load(model.backbone, cfg, out, num_classes=len(fc) and len(head["bias"]))
     elif fmt == "safetensors":
         tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()} if include_heads \
             else state
+        tensors = {**tensors, **fc}
         metadata = {"producer": "simsiam", "backbone": cfg.model.backbone, "width": str(cfg.model.width),
                     "in_channels": str(in_channels), "contents": "model" if include_heads else "backbone"}
+        if head is not None:
+            metadata.update(contents=metadata["contents"] + " + classifier (fc.*)", classes=json.dumps(head["classes"]))
         save_safetensors(tensors, out, metadata)
         how = f"from safetensors.torch import load_file; state = load_file({str(out)!r})"
     else:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Optional
 
 import torch
 from torch import nn
@@ -39,14 +40,16 @@ def onnx_problem() -> str:
 
 
 def export_onnx(model: nn.Module, out: Path, *, channels: int, image_size: int, metadata: dict[str, str],
-                include_projector: bool = False) -> Path:
-    """Write the ONNX graph of ``model.backbone`` (or ``model.encode``) to ``out``, atomically."""
+                include_projector: bool = False, classifier: Optional[nn.Module] = None) -> Path:
+    """Write the ONNX graph of ``model.backbone`` (or ``model.encode``, or a fine-tuned ``classifier``:
+    output ``logits``) to ``out``, atomically."""
     problem = onnx_problem()
     if problem:
         raise ValueError(problem)
     import onnx
 
-    net = (_Encoder(model) if include_projector else model.backbone).to("cpu").float().eval()
+    net = classifier if classifier is not None else _Encoder(model) if include_projector else model.backbone
+    net = net.to("cpu").float().eval()
     example = torch.randn(2, channels, image_size, image_size)  # batch 2: 1 would be specialised away
     batch = torch.export.Dim("batch", min=1)
     out = Path(out)
@@ -55,7 +58,8 @@ def export_onnx(model: nn.Module, out: Path, *, channels: int, image_size: int, 
     os.close(fd)
     try:
         with torch.no_grad():
-            program = torch.onnx.export(net, (example,), input_names=["images"], output_names=["features"],
+            program = torch.onnx.export(net, (example,), input_names=["images"],
+                                        output_names=["logits" if classifier is not None else "features"],
                                         dynamic_shapes=({0: batch},), dynamo=True, verbose=False)
         graph = program.model_proto
         for key, value in metadata.items():

@@ -9,7 +9,7 @@ import sys
 
 from ..config import Config
 from ..data import load_dataset
-from ..data.files import IMAGENET_MEAN, IMAGENET_STD
+from ..data.files import imagenet_stats
 
 # Datasets whose statistics are fixed constants: no need to read (or list) any file for them.
 _FILE_DATASETS = ("imagefolder", "folder")
@@ -29,6 +29,4 @@ def training_normalisation(cfg: Config, in_channels: int) -> tuple[tuple[float, 
         except Exception as err:  # missing or unreadable: fall back, but say so
             print(f"warning: cannot read the training dataset {cfg.data.dataset!r} for its normalisation "
                   f"({type(err).__name__}); using ImageNet's statistics instead", file=sys.stderr)
-    if in_channels == 3:
-        return IMAGENET_MEAN, IMAGENET_STD
-    return (sum(IMAGENET_MEAN) / 3,), (sum(IMAGENET_STD) / 3,)
+    return imagenet_stats(in_channels)

@@ -23,8 +23,9 @@ import torch
 
 from ..artifacts.checkpoint import write_atomic
 from ..config import Config
-from ..data import InMemoryImages, load_dataset
+from ..data import ImageFiles, InMemoryImages, load_dataset
 from ..data.cache import decoded_if_configured
+from ..data.files import imagenet_stats
 from ..data.label_budget import LabelBudget, LabelDraw, draw_labels, parse_budgets
 from ..data.subset import select
 from ..eval.baselines import pixel_vectors
@@ -75,9 +76,10 @@ class Labelled:
 
 
 def load_labelled(cfg: Config, channels: int, dataset: Optional[str], data_dir: Optional[str], image_size: int,
-                  log: Callable[[str], None]) -> Labelled:
+                  budgets: Sequence[LabelBudget], log: Callable[[str], None]) -> Labelled:
     """The labelled training and test splits (a folder decoded into the image cache, as pretraining
-    does), checked against the backbone. Raises ValueError with one line for data it cannot use."""
+    does), checked against the backbone and the budgets before anything is decoded. Raises
+    ValueError with one line for data it cannot use."""
     name = dataset or cfg.data.dataset
     ddir = data_dir if data_dir is not None else (cfg.data.data_dir if name == cfg.data.dataset else None)
     if name == "folder":
@@ -86,18 +88,31 @@ def load_labelled(cfg: Config, channels: int, dataset: Optional[str], data_dir: 
                          "laid out as DIR/train/<class>/ and DIR/test/<class>/")
     size = image_size or cfg.data.image_size or 224
     data_cfg = dataclasses.replace(cfg.data, dataset=name, data_dir=ddir, image_size=size)
-    train = load_dataset(name, "train", ddir)
+    split = held_out_split(cfg, name)
+    train, test = load_dataset(name, "train", ddir), load_dataset(name, split, ddir)
     if train.num_classes < 2:
         raise ValueError(f"dataset {name!r} has {train.num_classes} class(es) in its training split; fine-tuning "
                          "a classifier needs at least 2 labelled classes")
+    if isinstance(train, ImageFiles) and train.channels != channels:
+        # Files decode to any mode: a grayscale backbone reads a colour folder as gray (as `embed` does).
+        log(f"{name}: decoding the images with {channels} channel(s), as the run's backbone takes")
+        train, test = (_with_channels(d, channels) for d in (train, test))
     if train.channels != channels:
         raise ValueError(f"{name} has {train.channels}-channel images but the run's backbone takes {channels}; "
                          f"fine-tune on images with {channels} channel(s) (grayscale for 1, colour for 3)")
-    split = held_out_split(cfg, name)
-    test = load_dataset(name, split, ddir)
+    classes = class_names(train, name)
+    for budget in budgets:  # a budget a class cannot fill fails now, not after the decoding
+        draw_labels(torch.as_tensor(train.labels), budget, 0, len(classes), classes)
     train = decoded_if_configured(train, data_cfg, log=log)
     test = decoded_if_configured(test, data_cfg, log=log)
-    return Labelled(name, ddir, split, train, test, class_names(train, name), size)
+    return Labelled(name, ddir, split, train, test, classes, size)
+
+
+def _with_channels(files: ImageFiles, channels: int) -> ImageFiles:
+    """The same files decoded with ``channels`` channels; ImageNet's statistics (averaged for gray)."""
+    mean, std = imagenet_stats(channels)
+    return ImageFiles(files.paths, files.labels, files.name, files.num_classes, channels=channels, mean=mean,
+                      std=std, classes=files.classes)
 
 
 def default_out_dir(run: Path, labelled_name: str, run_dataset: str) -> Path:
@@ -126,7 +141,7 @@ def finetune(run: str | Path, *, dataset: Optional[str] = None, data_dir: Option
     run_dir = run_path if run_path.is_dir() else run_path.parent
     pretrained, cfg = load_pretrained(run_path, dev)
     channels = input_channels(pretrained.backbone)
-    data = load_labelled(cfg, channels, dataset, data_dir, image_size, log)
+    data = load_labelled(cfg, channels, dataset, data_dir, image_size, budgets, log)
     out = Path(out_dir) if out_dir else default_out_dir(run_dir, data.name, cfg.data.dataset)
     if out.resolve() == run_dir.resolve() or run_dir.resolve() in out.resolve().parents:
         raise ValueError(f"--out {out} is inside the pretraining run {run_dir}; a fine-tune writes to its own folder")
@@ -180,7 +195,7 @@ def finetune(run: str | Path, *, dataset: Optional[str] = None, data_dir: Option
                             ks = recipe.knn_ks if search else (choices[contender]["k"],)
                             outcome = knn_contender(split, task.num_classes, recipe, ks)
                     cell = {"budget": budget.name, "seed": seed, "contender": contender, "labelled": draw.labelled,
-                            "train": len(draw.train), "val": len(draw.val), "searched": search, **outcome.record()}
+                            "train_images": len(draw.train), "val_images": len(draw.val), "searched": search, **outcome.record()}
                     write_atomic(path, lambda fh: fh.write(json.dumps(cell, indent=2).encode()))
                     log(f"{label}: test {cell['test']:.2f}% (val {cell['val']:.2f}%, {_choice_words(cell['choice'])}, "
                         f"{cell['time_s']:.0f}s)")
@@ -197,6 +212,7 @@ def finetune(run: str | Path, *, dataset: Optional[str] = None, data_dir: Option
 def _claim(out: Path, settings: dict) -> None:
     """Make ``out`` this fine-tune's folder, or check that it already is (a resume)."""
     path = out / "settings.json"
+    settings = json.loads(json.dumps(settings))  # as it reads back (tuples become lists)
     if path.is_file():
         before = json.loads(path.read_text())
         if before != settings:
