@@ -313,3 +313,23 @@ def test_finetune_end_to_end_through_the_cli_on_a_folder(digits_run, tmp_path, c
     clf, meta, cfg = load_classifier(out / "models" / "finetune-10-per-class-seed0.pt")
     assert meta["classes"] == ["a", "b", "c"] and cfg.data.dataset == "imagefolder"
     assert meta["test_images"] == "memory"  # the folder went through the image cache, as pretraining's do
+
+
+def test_lp_ft_starts_from_the_probe_head_folded_into_one_layer(digits_run):
+    """With head_init=probe the classifier's first outputs are the probe's (its BN folded exactly)."""
+    from simsiam.data.subset import select
+    from simsiam.eval.features import eval_mode
+    from simsiam.eval.pretrained import load_pretrained
+    from simsiam.finetune.contenders import Task, fit_probe, probe_head
+
+    pretrained, _ = load_pretrained(digits_run)
+    train = load_dataset("digits", "train")
+    draw = draw_labels(train.labels, LabelBudget(per_class=6), 0, 10)
+    task = Task(select(train, draw.train), select(train, draw.val), None, 10, 8, torch.device("cpu"), 0, 0.2)
+    folded = probe_head(pretrained.backbone, task, FAST)
+    x = torch.randn(16, pretrained.backbone.num_features)
+    f = le._feature_split(pretrained.backbone, task, (x[:0], torch.zeros(0, dtype=torch.long)))
+    _, _, head, _ = fit_probe(f, 10, FAST, FAST.probe_lrs, 0)
+    with eval_mode(head):
+        assert torch.allclose(folded(x), head(x), atol=1e-5)
+    assert not torch.equal(folded.weight, torch.zeros_like(folded.weight))

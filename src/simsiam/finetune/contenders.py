@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from ..eval.classifier import Classifier
+from ..eval.features import eval_mode, extract_features
 from ..eval.knn import knn_accuracy, knn_sweep
 from ..eval.linear import linear_config, topk_accuracy, train_on_features
 from .fit import Diverged, accuracy, fit_classifier, logits_of
@@ -58,14 +59,19 @@ def train_network(start: Callable[[], nn.Module], task: Task, recipe: FinetuneRe
     """Train a classifier on ``start()``'s backbone at each of ``lrs``; keep the best on validation.
 
     ``start`` returns a method (backbone + heads) whose backbone is trained in place: a copy of the
-    pretrained one, or a fresh initialisation. A rate whose loss diverges scores nothing."""
+    pretrained one, or a fresh initialisation. The head starts at zero, or (``recipe.head_init ==
+    "probe"``) as the linear probe fitted on that backbone's frozen features. A rate whose loss
+    diverges scores nothing."""
     t0 = time.perf_counter()
     best: Optional[tuple[float, float, nn.Module, Classifier, dict]] = None
     search = []
+    head = probe_head(start().backbone, task, recipe) if recipe.head_init == "probe" else None
     for lr in lrs:
         t = time.perf_counter()
         method = start()
         classifier = Classifier(method.backbone, task.num_classes).to(task.device)
+        if head is not None:
+            classifier.head.load_state_dict(head.state_dict())
         try:
             fitted = fit_classifier(classifier, task.train, recipe, lr, size=task.size, device=task.device,
                                     seed=task.seed, crop_scale_min=task.crop_scale_min)
@@ -99,10 +105,10 @@ class FeatureSplit:
     test_y: torch.Tensor
 
 
-def linear_probe(f: FeatureSplit, num_classes: int, recipe: FinetuneRecipe, lrs: tuple[float, ...],
-                 seed: int) -> Outcome:
-    """A BN + linear head on frozen features (eval.linear's trainer), the best of ``lrs`` on validation."""
-    t0 = time.perf_counter()
+def fit_probe(f: FeatureSplit, num_classes: int, recipe: FinetuneRecipe, lrs: tuple[float, ...], seed: int
+              ) -> tuple[float, float, nn.Module, list[dict]]:
+    """A BN + linear head on frozen features (eval.linear's trainer), the best of ``lrs`` on
+    validation: ``(validation accuracy, lr, head, search)``."""
     epochs = recipe.probe_epochs(len(f.train_x))
     best, search = None, []
     for lr in lrs:
@@ -118,9 +124,36 @@ def linear_probe(f: FeatureSplit, num_classes: int, recipe: FinetuneRecipe, lrs:
             best = (val, lr, head)
     if best is None:
         raise ValueError(f"the linear probe diverged at every learning rate tried ({lrs})")
-    val, lr, head = best
+    return (*best, search)
+
+
+def linear_probe(f: FeatureSplit, num_classes: int, recipe: FinetuneRecipe, lrs: tuple[float, ...],
+                 seed: int) -> Outcome:
+    """The linear probe contender: :func:`fit_probe`, then its test accuracy."""
+    t0 = time.perf_counter()
+    val, lr, head, search = fit_probe(f, num_classes, recipe, lrs, seed)
     test = topk_accuracy(head, f.test_x, f.test_y, (1,))[1]
-    return Outcome(val, test, {"lr": lr, "epochs": epochs}, search, time.perf_counter() - t0)
+    return Outcome(val, test, {"lr": lr, "epochs": recipe.probe_epochs(len(f.train_x))}, search,
+                   time.perf_counter() - t0)
+
+
+def probe_head(backbone: nn.Module, task: Task, recipe: FinetuneRecipe) -> nn.Linear:
+    """The linear probe of ``backbone`` on the task's labels (lr searched on validation), its BN
+    folded into one ``nn.Linear`` -- the head that fine-tuning starts from in LP-FT (Kumar et al.
+    2022: a fitted head moves the features less than a zero one while it learns)."""
+    with eval_mode(backbone):
+        train_x, train_y, _, _ = extract_features(backbone, task.train, device=task.device, image_size=task.size)
+        val_x, val_y, _, _ = extract_features(backbone, task.val, device=task.device, image_size=task.size)
+    empty = torch.zeros(0, train_x.shape[1]), torch.zeros(0, dtype=torch.long)
+    f = FeatureSplit(train_x, train_y, val_x, val_y, *empty)
+    _, _, head, _ = fit_probe(f, task.num_classes, recipe, recipe.probe_lrs, task.seed)
+    bn, linear = head[0], head[1]
+    scale = (bn.running_var + bn.eps).rsqrt()  # eval-mode BN: (x - mean) * scale
+    folded = nn.Linear(linear.in_features, linear.out_features)
+    with torch.no_grad():
+        folded.weight.copy_(linear.weight * scale)
+        folded.bias.copy_(linear.bias - linear.weight @ (bn.running_mean * scale))
+    return folded
 
 
 def knn_contender(f: FeatureSplit, num_classes: int, recipe: FinetuneRecipe, ks: tuple[int, ...]) -> Outcome:

@@ -51,6 +51,7 @@ class FinetuneRecipe:
     batch_size: int = 128
     epochs: int = 30
     min_steps: int = 300
+    head_init: str = "zero"  # "zero", or "probe": the linear probe's head, then fine-tuning (LP-FT)
     crop_scale_min: Optional[float] = None  # None: the pretraining run's aug.crop_scale_min (or 0.08)
     probe_lrs: tuple[float, ...] = (0.03, 0.3, 3.0)  # the linear probe's lr (BN before the layer)
     probe_min_steps: int = 500
