@@ -18,8 +18,8 @@ from simsiam.cli import main
 from simsiam.data import load_dataset
 from simsiam.data.label_budget import LabelBudget, draw_labels, parse_budgets
 from simsiam.eval.classifier import load_classifier
-from simsiam.finetune import FinetuneRecipe, finetune
-from simsiam.finetune import label_efficiency as le
+from simsiam.downstream import FinetuneRecipe, finetune
+from simsiam.downstream import label_efficiency as le
 from simsiam.methods import build_method
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -127,7 +127,7 @@ def test_the_linear_probe_leaves_the_backbone_bitwise_unchanged(digits_run):
     from simsiam.data.subset import select
     from simsiam.eval.frozen import assert_backbone_unchanged, backbone_state_from_disk
     from simsiam.eval.pretrained import load_pretrained
-    from simsiam.finetune.contenders import Task, linear_probe
+    from simsiam.downstream.contenders import Task, linear_probe
 
     pretrained, _ = load_pretrained(digits_run)
     train = load_dataset("digits", "train")
@@ -193,7 +193,7 @@ def test_a_finetuned_model_exports_with_its_head_and_embeds(finetuned, tmp_path)
 
 
 def test_ctrl_c_keeps_finished_cells_and_the_same_call_goes_on(digits_run, tmp_path, monkeypatch):
-    from simsiam.finetune import contenders
+    from simsiam.downstream import contenders
 
     out = tmp_path / "ft"
     calls = []
@@ -320,7 +320,7 @@ def test_lp_ft_starts_from_the_probe_head_folded_into_one_layer(digits_run):
     from simsiam.data.subset import select
     from simsiam.eval.features import eval_mode
     from simsiam.eval.pretrained import load_pretrained
-    from simsiam.finetune.contenders import Task, fit_probe, probe_head
+    from simsiam.downstream.contenders import Task, fit_probe, probe_head
 
     pretrained, _ = load_pretrained(digits_run)
     train = load_dataset("digits", "train")

@@ -6,7 +6,7 @@ import sys
 
 
 def add_parser(sub) -> None:
-    from ..finetune.recipe import CONTENDERS, FinetuneRecipe
+    from ..downstream.recipe import CONTENDERS, FinetuneRecipe
 
     r = FinetuneRecipe()
     p = sub.add_parser("finetune", help="fine-tune a run's backbone on few labels, against scratch, a linear probe "
@@ -50,7 +50,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..finetune import FinetuneRecipe, finetune
+    from ..downstream import FinetuneRecipe, finetune
 
     recipe = FinetuneRecipe(lrs=tuple(args.lrs), epochs=args.epochs, min_steps=args.min_steps,
                             batch_size=args.batch_size, weight_decay=args.weight_decay,
