@@ -17,9 +17,9 @@ from PIL import Image
 from simsiam.cli import main
 from simsiam.data import load_dataset
 from simsiam.data.label_budget import LabelBudget, draw_labels, parse_budgets
-from simsiam.eval.classifier import load_classifier
 from simsiam.downstream import FinetuneRecipe, finetune
 from simsiam.downstream import label_efficiency as le
+from simsiam.eval.classifier import load_classifier
 from simsiam.methods import build_method
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -125,9 +125,9 @@ def test_finetuning_changes_the_backbone_and_the_run_is_never_touched(finetuned)
 
 def test_the_linear_probe_leaves_the_backbone_bitwise_unchanged(digits_run):
     from simsiam.data.subset import select
+    from simsiam.downstream.contenders import Task, linear_probe
     from simsiam.eval.frozen import assert_backbone_unchanged, backbone_state_from_disk
     from simsiam.eval.pretrained import load_pretrained
-    from simsiam.downstream.contenders import Task, linear_probe
 
     pretrained, _ = load_pretrained(digits_run)
     train = load_dataset("digits", "train")
@@ -318,9 +318,9 @@ def test_finetune_end_to_end_through_the_cli_on_a_folder(digits_run, tmp_path, c
 def test_lp_ft_starts_from_the_probe_head_folded_into_one_layer(digits_run):
     """With head_init=probe the classifier's first outputs are the probe's (its BN folded exactly)."""
     from simsiam.data.subset import select
+    from simsiam.downstream.contenders import Task, fit_probe, probe_head
     from simsiam.eval.features import eval_mode
     from simsiam.eval.pretrained import load_pretrained
-    from simsiam.downstream.contenders import Task, fit_probe, probe_head
 
     pretrained, _ = load_pretrained(digits_run)
     train = load_dataset("digits", "train")
@@ -333,3 +333,20 @@ def test_lp_ft_starts_from_the_probe_head_folded_into_one_layer(digits_run):
     with eval_mode(head):
         assert torch.allclose(folded(x), head(x), atol=1e-5)
     assert not torch.equal(folded.weight, torch.zeros_like(folded.weight))
+
+
+def test_backbone_lr_scale_zero_trains_the_head_only(digits_run):
+    from simsiam.downstream.fit import fit_classifier
+    from simsiam.eval.classifier import Classifier
+    from simsiam.eval.pretrained import load_pretrained
+
+    pretrained, _ = load_pretrained(digits_run)
+    classifier = Classifier(pretrained.backbone, 10)
+    before = {k: v.clone() for k, v in classifier.state_dict().items()}
+    train = load_dataset("digits", "train")
+    recipe = FinetuneRecipe(backbone_lr_scale=0.0, weight_decay=0.0, min_steps=5, epochs=1)
+    fit_classifier(classifier, train, recipe, 0.3, size=8, device=torch.device("cpu"), seed=0, crop_scale_min=0.2)
+    after = classifier.state_dict()
+    assert torch.equal(after["backbone.conv1.weight"], before["backbone.conv1.weight"])
+    assert not torch.equal(after["head.weight"], before["head.weight"])
+    assert not torch.equal(after["backbone.bn1.running_mean"], before["backbone.bn1.running_mean"])  # BN in train mode

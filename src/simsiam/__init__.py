@@ -13,10 +13,10 @@ Where things live: docs/ARCHITECTURE.md.
 """
 from .config import Config, ConfigError, apply_overrides
 from .config.presets import PRESETS, get_preset
+from .downstream import FinetuneRecipe, finetune
 from .eval.classifier import load_classifier
 from .eval.predict import predict_folder
 from .eval.pretrained import knn_evaluate, load_pretrained
-from .downstream import FinetuneRecipe, finetune
 from .resolve import resolve
 from .train.pretrain import RunResult, TrainingDiverged, pretrain
 from .version import __version__

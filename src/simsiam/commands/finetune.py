@@ -37,6 +37,8 @@ def add_parser(sub) -> None:
     p.add_argument("--min-steps", type=int, default=r.min_steps, help="... but at least this many steps")
     p.add_argument("--batch-size", type=int, default=r.batch_size)
     p.add_argument("--weight-decay", type=float, default=r.weight_decay)
+    p.add_argument("--backbone-lr-scale", type=float, default=r.backbone_lr_scale,
+                   help="the backbone's lr relative to the head's (0 trains the head and BN statistics only)")
     p.add_argument("--head-init", default=r.head_init, choices=["zero", "probe"],
                    help="the classifier's start: zero, or the linear probe fitted on the frozen features (LP-FT)")
     p.add_argument("--crop-min-scale", type=float, help="smallest crop area (default: the run's aug.crop_scale_min)")
@@ -54,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     recipe = FinetuneRecipe(lrs=tuple(args.lrs), epochs=args.epochs, min_steps=args.min_steps,
                             batch_size=args.batch_size, weight_decay=args.weight_decay,
+                            backbone_lr_scale=args.backbone_lr_scale,
                             head_init=args.head_init, crop_scale_min=args.crop_min_scale, amp=args.amp)
 
     def log(line: str) -> None:

@@ -13,7 +13,7 @@ from torch import nn
 
 from ..eval.features import eval_mode, extract_features
 from ..eval.linear_views import build_crop_flip_views
-from ..optim import cosine_lr, set_lr
+from ..optim import cosine_lr
 from ..train.speed import autocast
 from .recipe import FinetuneRecipe
 
@@ -31,7 +31,10 @@ def fit_classifier(classifier: nn.Module, train_set, recipe: FinetuneRecipe, bas
     n = len(train_set)
     batch, steps, lr = recipe.batch_for(n), recipe.steps_for(n), recipe.peak_lr(base_lr, n)
     views = build_crop_flip_views(train_set, size, batch, device, seed, crop_scale_min)
-    optimizer = torch.optim.SGD(classifier.parameters(), lr=lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
+    # The backbone's rate is the head's times recipe.backbone_lr_scale (1: one rate for all weights).
+    groups = [{"params": classifier.backbone.parameters(), "scale": recipe.backbone_lr_scale},
+              {"params": classifier.head.parameters(), "scale": 1.0}]
+    optimizer = torch.optim.SGD(groups, lr=lr, momentum=recipe.momentum, nesterov=recipe.nesterov,
                                 weight_decay=recipe.weight_decay)
     classifier.train()
     step, epoch, mean_loss = 0, 0, math.nan
@@ -40,7 +43,8 @@ def fit_classifier(classifier: nn.Module, train_set, recipe: FinetuneRecipe, bas
         for x, y in views.epoch(epoch):
             if len(y) < 2:  # BN in train mode cannot normalise a batch of one image
                 continue
-            set_lr(optimizer, cosine_lr(step, steps, lr))
+            for group in optimizer.param_groups:
+                group["lr"] = group["scale"] * cosine_lr(step, steps, lr)
             with autocast(recipe.amp, device):
                 logits = classifier(x)
             loss = F.cross_entropy(logits.float(), y)

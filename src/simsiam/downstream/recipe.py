@@ -48,6 +48,7 @@ CONTENDER_NAMES = {
 @dataclass
 class FinetuneRecipe:
     lrs: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3)  # base lr per 256 images, searched on the validation part
+    backbone_lr_scale: float = 1.0  # the backbone's lr relative to the head's
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
