@@ -114,6 +114,7 @@ def run_resume(opts: argparse.Namespace) -> dict:
             return apply_overrides(get_preset("fmnist"), [
                 *pretrain_recipe(opts), f"data.data_dir={opts.data_dir}", f"data.train_limit={limit}",
                 "data.eval_split=", "optim.epochs=2", f"run.device={opts.device}", "run.quiet=true",
+                "run.epoch_checkpoint_minutes=0",  # epoch 1's checkpoint is the one interrupted
                 f"run.deterministic={str(deterministic).lower()}", f"run.out_dir={opts.work / name}"])
 
         tag = "deterministic" if deterministic else "default"

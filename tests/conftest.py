@@ -37,6 +37,7 @@ def digits_cfg(tmp_path):
     cfg = get_preset("digits")
     cfg.run.out_dir = str(tmp_path / "run")
     cfg.run.quiet = True
+    cfg.run.epoch_checkpoint_minutes = 0  # a checkpoint at every epoch's end: resume tests stop after one
     cfg.optim.epochs = 2
     return cfg
 

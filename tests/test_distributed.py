@@ -202,6 +202,7 @@ def _tiny_run(tmp_path: Path, name: str):
     cfg.data.train_limit, cfg.data.eval_limit = 512, 200  # 4 steps of the global batch 128
     cfg.optim.epochs = 2
     cfg.run.out_dir, cfg.run.quiet = str(tmp_path / name), True
+    cfg.run.epoch_checkpoint_minutes = 0  # epoch 1's checkpoint is the one the interruption leaves
     cfg.run.device = "cpu"  # gloo processes, also on a machine with one GPU
     return cfg
 

@@ -18,8 +18,6 @@ from simsiam.artifacts import checkpoint as ckpt_io
 from simsiam.train import step as step_module
 from simsiam.train.stop import StopRequest
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def _tiny(cfg, tmp_path, name, **changes):
     cfg = copy.deepcopy(cfg)
@@ -84,6 +82,21 @@ def test_sigterm_at_random_steps_then_resume_equals_uninterrupted_run(tmp_path, 
     assert epochs(tmp_path / "stopped") == epochs(tmp_path / "straight")
     reasons = [r for r in map(json.loads, open(tmp_path / "stopped" / "metrics.jsonl")) if r["kind"] == "stopped"]
     assert [r["step"] for r in reasons] == stops and {r["reason"] for r in reasons} == {"SIGTERM"}
+
+
+def test_a_stop_at_an_epochs_end_checkpoints_there_though_the_last_checkpoint_is_recent(tmp_path, digits_cfg,
+                                                                                       monkeypatch):
+    """Epoch-end checkpoints wait a minute after the last (run.epoch_checkpoint_minutes, not written
+    here by itself in a run of seconds); a stop does not wait."""
+    straight = _tiny(digits_cfg, tmp_path, "straight")
+    pretrain(straight)
+    stopped = _tiny(digits_cfg, tmp_path, "stopped", run__epoch_checkpoint_minutes=1.0)  # the default
+    results = _stopped_and_resumed(stopped, monkeypatch, [5])  # SIGTERM after the last step of epoch 1
+    assert results[0].epochs_done == 1
+    assert [r["step"] for r in map(json.loads, open(tmp_path / "stopped" / "metrics.jsonl"))
+            if r["kind"] == "stopped"] == [5]
+    assert results[-1].epochs_done == 3
+    _assert_same_weights(tmp_path / "straight", tmp_path / "stopped")
 
 
 def test_stop_writes_resume_line_and_mid_epoch_position(tmp_path, digits_cfg):
