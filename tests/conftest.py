@@ -7,26 +7,19 @@ import torch
 # that figures compared in tests do not depend on whether this CPU has native bf16.
 os.environ["SIMSIAM_CPU_AUTO_AMP"] = "off"
 
-# Two cores: keep each test process from oversubscribing them.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One intra-op thread in each test process, and (through OMP_NUM_THREADS) in the processes the tests
+# start: the suite's models are tiny, and on a busy 2-core machine two threads spend far longer at
+# OpenMP barriers than computing (measured: a 4-step methods run took 70 s instead of 1 s; a linear
+# step 70 ms instead of 0.3 ms). The results do not depend on it. The cores are used by running
+# test processes side by side instead (pytest-xdist: `make test` runs `pytest -n 2`).
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path_factory, monkeypatch):
     """Derived data (the baselines) cached per test session, never in the user's ~/.cache."""
     monkeypatch.setenv("SIMSIAM_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
-
-
-@pytest.fixture
-def one_thread():
-    """One intra-op thread for a module of tiny models (``pytestmark = pytest.mark.usefixtures("one_thread")``):
-    on a busy 2-core machine two threads spend far longer at OpenMP barriers than computing
-    (measured: a 4-step methods run took 70 s instead of 1 s; a linear step 70 ms instead of 0.3 ms).
-    The results do not depend on it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

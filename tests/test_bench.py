@@ -13,8 +13,6 @@ from simsiam.perf.bench import flops_per_image, synthetic_dataset
 from simsiam.resolve import resolve
 from simsiam.train.allocator import allocator_state
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def _positive(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
@@ -125,7 +123,6 @@ def test_the_bench_says_when_the_load_moved():
     from simsiam.perf.bench import load_moved
 
     assert load_moved((1.0, 1.0, 1.0), (2.1, 1.3, 1.1)) and not load_moved((1.0, 1.0, 1.0), (1.2, 1.0, 1.0))
-
 
 
 def test_the_bench_counts_other_processes_cpu_not_its_own():

@@ -31,9 +31,6 @@ from simsiam.resolve import resolve
 METHODS = ("simclr", "moco", "byol", "swav")
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 def _rand(*shape, seed=0):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
 
