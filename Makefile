@@ -30,9 +30,11 @@ demo: install data
 	  $(BIN)/simsiam pretrain --preset $$preset --out-dir $(DEMO_DIR) --quiet; \
 	fi
 
-# The 15 slowest tests close every run, so that the suite's cost stays in view (CI runs this target).
+# Two test processes of one thread each (tests/conftest.py), a test file to each at a time (its
+# module fixtures built once); the 15 slowest tests close every run, so that the suite's cost stays
+# in view (CI runs this target).
 test: install
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 clean-demo:
 	rm -rf $(DEMO_DIR)
