@@ -1,4 +1,8 @@
+import contextlib
+import io
 import os
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,10 +20,35 @@ os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
 
 
+def _session_cache(tmp_path_factory) -> str:
+    return str(tmp_path_factory.getbasetemp() / "cache")
+
+
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path_factory, monkeypatch):
     """Derived data (the baselines) cached per test session, never in the user's ~/.cache."""
-    monkeypatch.setenv("SIMSIAM_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("SIMSIAM_CACHE_DIR", _session_cache(tmp_path_factory))
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    run_dir: Path
+    stdout: str  # what `simsiam pretrain` printed
+
+
+@pytest.fixture(scope="session")
+def finished_digits_run(tmp_path_factory) -> FinishedRun:
+    """One finished run of the `digits` preset (2 epochs, kNN monitor, baselines), trained once per
+    test process through the command line, for the tests that only read a run. Read it, never
+    write into it: the tests share it."""
+    from simsiam.cli import main
+
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
+        mp.setenv("SIMSIAM_CACHE_DIR", _session_cache(tmp_path_factory))  # before any test's autouse fixture
+        assert main(["pretrain", "--preset", "digits", "--out-dir", str(run_dir), "--quiet", "--epochs", "2"]) == 0
+    return FinishedRun(run_dir, out.getvalue())
 
 
 @pytest.fixture
