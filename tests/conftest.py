@@ -14,10 +14,17 @@ os.environ["SIMSIAM_CPU_AUTO_AMP"] = "off"
 # One intra-op thread in each test process, and (through OMP_NUM_THREADS) in the processes the tests
 # start: the suite's models are tiny, and on a busy 2-core machine two threads spend far longer at
 # OpenMP barriers than computing (measured: a 4-step methods run took 70 s instead of 1 s; a linear
-# step 70 ms instead of 0.3 ms). The results do not depend on it. The cores are used by running
-# test processes side by side instead (pytest-xdist: `make test` runs `pytest -n 2`).
+# step 70 ms instead of 0.3 ms). The results do not depend on it. The tests that start processes
+# (two gloo ranks, torchrun, the scripts) use the second core.
 os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
+
+
+@pytest.fixture
+def one_thread():
+    """Every test process runs one thread already (above); kept for the modules that still name it
+    (``pytestmark = pytest.mark.usefixtures("one_thread")``) until none does."""
+    yield
 
 
 def _session_cache(tmp_path_factory) -> str:
