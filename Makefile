@@ -30,8 +30,10 @@ demo: install data
 	  $(BIN)/simsiam pretrain --preset $$preset --out-dir $(DEMO_DIR) --quiet; \
 	fi
 
+# The 15 slowest tests close every run, so that the suite's cost stays in view (CI runs this target).
+# One test process: two (pytest-xdist) measured no faster beside another busy process (188 s both).
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 clean-demo:
 	rm -rf $(DEMO_DIR)

@@ -43,7 +43,9 @@ DRY_LIMITS = {"bench_eager": 300, "bench_compiled": 180, "pretrain": 300, "resum
 def bench_args(opts: argparse.Namespace, compiled: bool, out: Path) -> list[str]:
     """``simsiam bench`` on synthetic CIFAR-shaped data: batch 512, two 32x32 views, bf16, channels_last.
     (bf16 on a GPU only: a CPU without native bf16 emulates it, far too slowly for a dry run.)"""
-    size = ["--steps", "2", "--warmup", "1", "--rounds", "1", "--batch-size", "16", "model.width=8"] if opts.dry_run \
+    # A dry run's peak probes are small too: the default 2048-sided matmul takes seconds on a CPU.
+    size = ["--steps", "2", "--warmup", "1", "--rounds", "1", "--batch-size", "16", "--matmul-size", "256",
+            "model.width=8"] if opts.dry_run \
         else ["--steps", "30", "--warmup", "10", "--rounds", "3", "--batch-size", "512"]
     return [sys.executable, "-m", "simsiam", "bench", "--preset", "cifar10", "--synthetic", "--device", opts.device,
             *size, "run.channels_last=true", f"run.amp={'bf16' if opts.device.startswith('cuda') else 'off'}", f"run.compile={str(compiled).lower()}",
@@ -114,6 +116,7 @@ def run_resume(opts: argparse.Namespace) -> dict:
             return apply_overrides(get_preset("fmnist"), [
                 *pretrain_recipe(opts), f"data.data_dir={opts.data_dir}", f"data.train_limit={limit}",
                 "data.eval_split=", "optim.epochs=2", f"run.device={opts.device}", "run.quiet=true",
+                "run.epoch_checkpoint_minutes=0",  # epoch 1's checkpoint is the one interrupted
                 f"run.deterministic={str(deterministic).lower()}", f"run.out_dir={opts.work / name}"])
 
         tag = "deterministic" if deterministic else "default"

@@ -1,4 +1,8 @@
+import contextlib
+import io
 import os
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -7,26 +11,51 @@ import torch
 # that figures compared in tests do not depend on whether this CPU has native bf16.
 os.environ["SIMSIAM_CPU_AUTO_AMP"] = "off"
 
-# Two cores: keep each test process from oversubscribing them.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One intra-op thread in each test process, and (through OMP_NUM_THREADS) in the processes the tests
+# start: the suite's models are tiny, and on a busy 2-core machine two threads spend far longer at
+# OpenMP barriers than computing (measured: a 4-step methods run took 70 s instead of 1 s; a linear
+# step 70 ms instead of 0.3 ms). The results do not depend on it. The tests that start processes
+# (two gloo ranks, torchrun, the scripts) use the second core.
+os.environ["OMP_NUM_THREADS"] = "1"
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def one_thread():
+    """Every test process runs one thread already (above); kept for the modules that still name it
+    (``pytestmark = pytest.mark.usefixtures("one_thread")``) until none does."""
+    yield
+
+
+def _session_cache(tmp_path_factory) -> str:
+    return str(tmp_path_factory.getbasetemp() / "cache")
 
 
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path_factory, monkeypatch):
     """Derived data (the baselines) cached per test session, never in the user's ~/.cache."""
-    monkeypatch.setenv("SIMSIAM_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+    monkeypatch.setenv("SIMSIAM_CACHE_DIR", _session_cache(tmp_path_factory))
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread for a module of tiny models (``pytestmark = pytest.mark.usefixtures("one_thread")``):
-    on a busy 2-core machine two threads spend far longer at OpenMP barriers than computing
-    (measured: a 4-step methods run took 70 s instead of 1 s; a linear step 70 ms instead of 0.3 ms).
-    The results do not depend on it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+@dataclass(frozen=True)
+class FinishedRun:
+    run_dir: Path
+    stdout: str  # what `simsiam pretrain` printed
+
+
+@pytest.fixture(scope="session")
+def finished_digits_run(tmp_path_factory) -> FinishedRun:
+    """One finished run of the `digits` preset (2 epochs, kNN monitor, baselines), trained once per
+    test process through the command line, for the tests that only read a run. Read it, never
+    write into it: the tests share it."""
+    from simsiam.cli import main
+
+    run_dir = tmp_path_factory.mktemp("finished") / "run"
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
+        mp.setenv("SIMSIAM_CACHE_DIR", _session_cache(tmp_path_factory))  # before any test's autouse fixture
+        assert main(["pretrain", "--preset", "digits", "--out-dir", str(run_dir), "--quiet", "--epochs", "2"]) == 0
+    return FinishedRun(run_dir, out.getvalue())
 
 
 @pytest.fixture
@@ -37,6 +66,7 @@ def digits_cfg(tmp_path):
     cfg = get_preset("digits")
     cfg.run.out_dir = str(tmp_path / "run")
     cfg.run.quiet = True
+    cfg.run.epoch_checkpoint_minutes = 0  # a checkpoint at every epoch's end: resume tests stop after one
     cfg.optim.epochs = 2
     return cfg
 

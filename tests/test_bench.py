@@ -13,8 +13,6 @@ from simsiam.perf.bench import flops_per_image, synthetic_dataset
 from simsiam.resolve import resolve
 from simsiam.train.allocator import allocator_state
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def _positive(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
@@ -127,7 +125,6 @@ def test_the_bench_says_when_the_load_moved():
     assert load_moved((1.0, 1.0, 1.0), (2.1, 1.3, 1.1)) and not load_moved((1.0, 1.0, 1.0), (1.2, 1.0, 1.0))
 
 
-
 def test_the_bench_counts_other_processes_cpu_not_its_own():
     """A child of the bench is the bench's; a process outside its tree (an orphan, reparented away
     from us) is another process's load."""
@@ -140,11 +137,13 @@ def test_the_bench_counts_other_processes_cpu_not_its_own():
     if others.sample().ours is None:
         pytest.skip("CPU times are read from /proc (Linux)")
     spin = "import time\nt = time.time()\nwhile time.time() - t < 1.5: pass"
+    # The child spins until it has used 0.7 s of CPU, however busy the machine, then waits to be sampled.
+    spin_then_wait = "import sys, time\nwhile time.process_time() < 0.7: pass\nprint(flush=True)\nsys.stdin.read()"
     before = others.sample()
-    child = subprocess.Popen([sys.executable, "-c", spin])
-    time.sleep(1.2)
+    child = subprocess.Popen([sys.executable, "-c", spin_then_wait], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    child.stdout.readline()
     during = others.sample()  # the child is alive: its CPU is ours
-    child.wait()
+    child.communicate()
     assert (during.ours - before.ours) / others._TICKS > 0.6
     before = others.sample()
     subprocess.run(["sh", "-c", f'"{sys.executable}" -c "{spin}" &'], check=True)  # sh exits: the spinner is orphaned

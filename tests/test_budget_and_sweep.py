@@ -7,6 +7,7 @@ import pytest
 from simsiam import get_preset
 from simsiam.cli import main
 from simsiam.config import ConfigError, apply_overrides
+from simsiam.data.sampler import EpochSampler, images_per_epoch
 from simsiam.reproduce.runner import _claim, run_rows
 from simsiam.reproduce.sweep import parse_axes, sweep_rows
 from simsiam.resolve import resolve
@@ -18,14 +19,35 @@ SMALL = ["data.train_limit=256", "data.eval_limit=64", "optim.batch_size=64"]
 def test_a_budget_in_images_gives_a_small_dataset_more_epochs():
     assert epochs_for(600_000, 60_000) == 10 and epochs_for(600_000, 8_000) == 75
     assert epochs_for(1_000, 60_000) == 1  # never none
-    cfg = apply_overrides(get_preset("digits"), ["optim.epochs=0", "optim.budget_images=5000", "monitor.every=0"])
+    whole = "optim.batch_size=100"  # 1000 images in whole batches: every image trained each epoch
+    cfg = apply_overrides(get_preset("digits"), [whole, "optim.epochs=0", "optim.budget_images=5000", "monitor.every=0"])
     line = settle_budget(cfg, 1000)
     assert cfg.optim.epochs == 5 and cfg.monitor.every == 1 and "5,000 images seen" in line and "= 5 epochs" in line
-    long = apply_overrides(get_preset("digits"), ["optim.epochs=0", "optim.budget_images=72000", "monitor.every=0"])
+    long = apply_overrides(get_preset("digits"), [whole, "optim.epochs=0", "optim.budget_images=72000",
+                                                  "monitor.every=0"])
     settle_budget(long, 1000)
     assert (long.optim.epochs, long.monitor.every) == (72, 15)  # about 5 kNN evaluations, the last included
     given = apply_overrides(get_preset("digits"), ["optim.epochs=7", "optim.budget_images=5000"])
     assert settle_budget(given, 1000) == "" and given.optim.epochs == 7  # optim.epochs, when given, wins
+
+
+def test_the_budget_counts_the_images_an_epoch_trains_not_the_folder():
+    # 245 images at batch 128: one whole batch an epoch, the other 117 are left out (drop_last).
+    cfg = apply_overrides(get_preset("small"), ["optim.batch_size=128"])
+    line = settle_budget(cfg, 245)
+    assert cfg.optim.epochs == round(360_000 / 128) == 2812
+    assert "/ 128 images trained an epoch (245 training images in whole batches of 128; 117 left out" in line
+    assert "= 2,812 epochs" in line
+    # The sampler yields exactly that many images an epoch, over all ranks.
+    for world in (1, 2):
+        yielded = 0
+        for rank in range(world):
+            sampler = EpochSampler(245, 128, rank, world, seed=0)
+            sampler.set_epoch(0)
+            yielded += len(list(sampler))
+        assert yielded == images_per_epoch(245, 128) == 128
+    with pytest.raises(ConfigError, match="fewer than one batch"):
+        settle_budget(apply_overrides(get_preset("small"), ["optim.batch_size=128"]), 100)
 
 
 def test_epochs_zero_without_a_budget_is_one_clear_error():

@@ -7,13 +7,11 @@ from PIL import Image
 from simsiam.cli import main
 
 
-def test_pretrain_smoke_on_digits_then_knn(tmp_path, capsys):
-    out = tmp_path / "run"
-    rc = main(["pretrain", "--preset", "digits", "--out-dir", str(out), "--quiet", "optim.epochs=1"])
-    assert rc == 0
+def test_pretrain_smoke_on_digits_then_knn(tmp_path, finished_digits_run):
+    out = finished_digits_run.run_dir  # `simsiam pretrain --preset digits --quiet --epochs 2` (conftest.py)
     for name in ("metrics.jsonl", "curves.png", "report.md", "checkpoint.pt", "config.json"):
         assert (out / name).is_file()
-    assert "kNN accuracy" in capsys.readouterr().out
+    assert "kNN accuracy" in finished_digits_run.stdout.splitlines()[-1]
     rc = main(["knn", str(out), "--k", "5", "20", "--t", "0.1", "--json", str(tmp_path / "knn.json")])
     assert rc == 0
     res = json.loads((tmp_path / "knn.json").read_text())

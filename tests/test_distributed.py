@@ -1,7 +1,8 @@
 """DDP on CPU: two gloo processes behave as one process with the same global batch.
 
-Each multi-process test spawns 2 workers (one thread each) that join a gloo group through the
-same environment variables torchrun sets, then call the package as a torchrun run would. Workers
+Each multi-process test runs in 2 workers (one thread each; started once, ``fixtures_gloo.py``) that
+join a gloo group through the same environment variables torchrun sets, then call the package as a
+torchrun run would. Workers
 save what they computed with ``torch.save``; the test compares it with a single-process run.
 """
 from __future__ import annotations
@@ -10,14 +11,13 @@ import copy
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
+from fixtures_gloo import WORLD, join, spawn
 
 from simsiam.artifacts import checkpoint as ckpt_io
 from simsiam.config.presets import get_preset
@@ -26,29 +26,8 @@ from simsiam.optim import build_optimizer
 from simsiam.parallel import distributed as dist
 from simsiam.resolve import resolve
 
-WORLD = 2
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                                 reason="needs torch.distributed with gloo")
-
-
-# ----------------------------------------------------------------------------- process plumbing
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _spawn(worker, *args) -> None:
-    """Run ``worker(rank, port, *args)`` in WORLD processes; an exception in any fails the test."""
-    mp.spawn(worker, args=(_free_port(), *args), nprocs=WORLD, join=True)
-
-
-def _join(rank: int, port: int) -> None:
-    """What torchrun does for a worker: the rendezvous variables, one thread per process."""
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")
-    torch.set_num_threads(1)
-    dist.init("cpu")
 
 
 def _small_digits(tmp_path: Path, batch: int = 32):
@@ -82,7 +61,7 @@ def _one_step(cfg, views) -> dict:
 
 
 def _step_worker(rank, port, cfg, out_dir):
-    _join(rank, port)
+    join(rank, port)
     half = cfg.optim.batch_size // WORLD
     mine = tuple(v[rank * half:(rank + 1) * half] for v in _views(cfg.optim.batch_size))
     results = {}
@@ -98,7 +77,7 @@ def _step_worker(rank, port, cfg, out_dir):
 def test_two_processes_with_sync_bn_take_the_same_step_as_one(tmp_path):
     cfg = _small_digits(tmp_path, batch=32)
     single = _one_step(cfg, _views(32))
-    _spawn(_step_worker, cfg, str(tmp_path))
+    spawn(_step_worker, cfg, str(tmp_path))
     multi = torch.load(tmp_path / "step.pt", weights_only=True)
 
     synced = multi[True]
@@ -138,7 +117,7 @@ def _bn_forward_backward(bn, x, dy) -> dict:
 
 
 def _bn_worker(rank, port, out_dir):
-    _join(rank, port)
+    join(rank, port)
     from simsiam.parallel.sync_bn import convert_sync_batchnorm
 
     results = []
@@ -150,7 +129,7 @@ def _bn_worker(rank, port, out_dir):
 
 
 def test_cpu_sync_batchnorm_over_two_halves_equals_batchnorm_over_the_whole(tmp_path):
-    _spawn(_bn_worker, str(tmp_path))
+    spawn(_bn_worker, str(tmp_path))
     halves = [torch.load(tmp_path / f"bn{r}.pt", weights_only=True) for r in range(WORLD)]
     for i, (bn, x, dy) in enumerate(_bn_cases()):
         whole = _bn_forward_backward(bn, x, dy)
@@ -172,7 +151,7 @@ class _Interrupted(Exception):
 def _pretrain_worker(rank, port, straight, resumed):
     """Three runs in one process group (spawning costs more than the runs): straight through;
     interrupted after epoch 1 as a killed job would be; resumed to the end."""
-    _join(rank, port)
+    join(rank, port)
     from simsiam.train import pretrain as train
 
     train.pretrain(straight)
@@ -202,13 +181,14 @@ def _tiny_run(tmp_path: Path, name: str):
     cfg.data.train_limit, cfg.data.eval_limit = 512, 200  # 4 steps of the global batch 128
     cfg.optim.epochs = 2
     cfg.run.out_dir, cfg.run.quiet = str(tmp_path / name), True
+    cfg.run.epoch_checkpoint_minutes = 0  # epoch 1's checkpoint is the one the interruption leaves
     cfg.run.device = "cpu"  # gloo processes, also on a machine with one GPU
     return cfg
 
 
 def test_two_process_run_checkpoints_and_resume_equals_uninterrupted(tmp_path):
     straight, resumed = _tiny_run(tmp_path, "straight"), _tiny_run(tmp_path, "resumed")
-    _spawn(_pretrain_worker, straight, resumed)
+    spawn(_pretrain_worker, straight, resumed)
     assert torch.load(tmp_path / "interrupted_at.pt", weights_only=True) == 1  # the interruption left epoch 1's checkpoint
 
     a, b = (ckpt_io.load(c.run.out_dir) for c in (straight, resumed))
@@ -228,7 +208,7 @@ def test_two_process_run_checkpoints_and_resume_equals_uninterrupted(tmp_path):
 
 # ------------------------------------------------------- (c) kNN with a bank gathered over ranks
 def _knn_worker(rank, port, ckpt, out_dir):
-    _join(rank, port)
+    join(rank, port)
     from simsiam.eval.pretrained import knn_evaluate
 
     res = knn_evaluate(ckpt, ks=(20, 200), ts=(0.1,))
@@ -267,7 +247,7 @@ def test_knn_with_bank_gathered_over_two_processes_equals_one_process(tmp_path):
 
     single = knn_evaluate(ckpt, ks=(20, 200), ts=(0.1,))
     single_feats = _features(_load(ckpt)[0])
-    _spawn(_knn_worker, str(ckpt), str(tmp_path))
+    spawn(_knn_worker, str(ckpt), str(tmp_path))
     multi = torch.load(tmp_path / "knn.pt", weights_only=True)
 
     f, y, kept, skipped = multi["feats"]
@@ -280,7 +260,7 @@ def test_knn_with_bank_gathered_over_two_processes_equals_one_process(tmp_path):
 
 # ------------------------------------------------------------- per-image path: DistributedSampler
 def _sampler_worker(rank, port, cfg, out_dir):
-    _join(rank, port)
+    join(rank, port)
     from simsiam.data import load_dataset
     from simsiam.data.loaders import build_train_loader
     from simsiam.data.subset import subset
@@ -294,7 +274,7 @@ def _sampler_worker(rank, port, cfg, out_dir):
 def test_per_image_loader_splits_each_epoch_between_ranks(tmp_path):
     cfg = _small_digits(tmp_path, batch=64)
     cfg.data.pipeline, cfg.data.num_workers = "per_image", 0
-    _spawn(_sampler_worker, cfg, str(tmp_path))
+    spawn(_sampler_worker, cfg, str(tmp_path))
     r0, r1 = (torch.load(tmp_path / f"sampler{r}.pt", weights_only=True) for r in range(WORLD))
     assert r0["len"] == r1["len"] == 4  # 256 images // global batch 64
     for e in (0, 1):

@@ -39,9 +39,6 @@ def gaussian_clusters(classes: int = 5, dim: int = 32, per_class: int = 100, see
     return centres[labels] + spread * torch.randn(len(labels), dim, generator=gen), labels
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 @pytest.fixture(scope="module")
 def digits_ckpt(tmp_path_factory):
     """A random-weight digits-sized model saved as a checkpoint: (path, model, cfg)."""

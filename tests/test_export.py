@@ -11,8 +11,6 @@ from simsiam.artifacts.checkpoint import CheckpointError
 from simsiam.cli import main
 from simsiam.eval.export import detectron2_key, export_checkpoint
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 @pytest.fixture(scope="module")
 def standard_ckpt(tmp_path_factory):

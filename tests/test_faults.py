@@ -19,7 +19,6 @@ from simsiam.cli import main
 from simsiam.train import step as step_module
 from simsiam.train.stop import EXIT_STOPPED
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = ["--preset", "digits", "--quiet", "data.eval_split=", "model.width=4", "model.proj_hidden=32", "model.dim=32",
         "data.train_limit=256", "run.deterministic=true"]
@@ -89,7 +88,8 @@ def _fail_writes_after(monkeypatch, calls_ok: int, err_no: int = errno.ENOSPC):
 
 def test_full_disk_during_training_is_one_line_and_keeps_the_previous_checkpoint(tmp_path, capsys, monkeypatch):
     _fail_writes_after(monkeypatch, calls_ok=1)  # epoch 1's checkpoint is written, epoch 2's is not
-    line = _one_error(capsys, "pretrain", *TINY, "--epochs", "2", "--out-dir", str(tmp_path / "run"))
+    line = _one_error(capsys, "pretrain", *TINY, "--epochs", "2", "--out-dir", str(tmp_path / "run"),
+                      "run.epoch_checkpoint_minutes=0")
     assert "no space left on the device" in line and "(ENOSPC)" in line
     assert f"{tmp_path / 'run' / 'checkpoint.pt'}" in line and "is intact" in line
     assert ckpt_io.load(tmp_path / "run")["epoch"] == 1

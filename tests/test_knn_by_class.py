@@ -1,16 +1,11 @@
 """scripts/knn_by_class.py on a digits checkpoint: one line per class, and the three feature views."""
-import subprocess
-import sys
-from pathlib import Path
-
 from fixtures_checkpoints import make_checkpoint_file
+from fixtures_scripts import run_script
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "knn_by_class.py"
 
-
-def test_per_class_accuracies_and_the_overall_figure(tmp_path):
+def test_per_class_accuracies_and_the_overall_figure(tmp_path, monkeypatch, capsys):
     path, _, _ = make_checkpoint_file(tmp_path / "checkpoint.pt")
-    out = subprocess.run([sys.executable, str(SCRIPT), str(path)], capture_output=True, text=True, check=True).stdout
+    out = run_script("knn_by_class.py", [str(path)], monkeypatch, capsys)
     lines = [line for line in out.strip().splitlines() if line.strip()]
     assert [line.split()[4] for line in lines[:3]] == ["as", "centred", "standardised"]
     per_class = [line for line in lines if line.strip().split()[0].isdigit()]

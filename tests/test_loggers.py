@@ -8,8 +8,6 @@ from test_training import _run_one_epoch_of
 
 from simsiam import ConfigError, apply_overrides, get_preset, pretrain, resolve
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def _small(cfg, loggers):
     cfg.run.loggers = loggers

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import socket
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 import torch.nn.functional as F
+from fixtures_gloo import join, spawn
 
 from simsiam import get_preset, pretrain
 from simsiam.artifacts import checkpoint as ckpt_io
@@ -29,9 +27,6 @@ from simsiam.parallel import distributed as dist
 from simsiam.resolve import resolve
 
 METHODS = ("simclr", "moco", "byol", "swav")
-
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _rand(*shape, seed=0):
@@ -233,21 +228,12 @@ def test_section_6_switches_are_refused_where_they_would_be_ignored():
 
 
 # ------------------------------------------------------------------ DDP: gathered negatives
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _global_views():
     return _rand(8, 6, seed=5).float(), _rand(8, 6, seed=6).float()  # 8 images, 2 views
 
 
 def _simclr_worker(rank, port, out_dir):
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1",
-                      MASTER_PORT=str(port), OMP_NUM_THREADS="1")
-    torch.set_num_threads(1)
-    dist.init("cpu")
+    join(rank, port)
     v1, v2 = _global_views()
     mine = slice(rank * 4, rank * 4 + 4)
     queries = torch.cat([v1[mine], v2[mine]]).requires_grad_()  # this process's 4 images
@@ -286,7 +272,7 @@ def _simclr_step(views) -> dict:
 @pytest.mark.skipif(not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
                     reason="needs torch.distributed with gloo")
 def test_simclr_negatives_gathered_over_two_processes_equal_one_process(tmp_path):
-    mp.spawn(_simclr_worker, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    spawn(_simclr_worker, str(tmp_path))
     ranks = [torch.load(tmp_path / f"simclr{r}.pt", weights_only=True) for r in range(2)]
     v1, v2 = _global_views()
     z = torch.cat([v1, v2]).requires_grad_()

@@ -13,12 +13,12 @@ import signal
 import pytest
 import torch
 
+from fixtures_gloo import join, spawn
+
 from simsiam import pretrain
 from simsiam.artifacts import checkpoint as ckpt_io
 from simsiam.train import step as step_module
 from simsiam.train.stop import StopRequest
-
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny(cfg, tmp_path, name, **changes):
@@ -86,6 +86,21 @@ def test_sigterm_at_random_steps_then_resume_equals_uninterrupted_run(tmp_path, 
     assert [r["step"] for r in reasons] == stops and {r["reason"] for r in reasons} == {"SIGTERM"}
 
 
+def test_a_stop_at_an_epochs_end_checkpoints_there_though_the_last_checkpoint_is_recent(tmp_path, digits_cfg,
+                                                                                       monkeypatch):
+    """Epoch-end checkpoints wait a minute after the last (run.epoch_checkpoint_minutes, not written
+    here by itself in a run of seconds); a stop does not wait."""
+    straight = _tiny(digits_cfg, tmp_path, "straight")
+    pretrain(straight)
+    stopped = _tiny(digits_cfg, tmp_path, "stopped", run__epoch_checkpoint_minutes=1.0)  # the default
+    results = _stopped_and_resumed(stopped, monkeypatch, [5])  # SIGTERM after the last step of epoch 1
+    assert results[0].epochs_done == 1
+    assert [r["step"] for r in map(json.loads, open(tmp_path / "stopped" / "metrics.jsonl"))
+            if r["kind"] == "stopped"] == [5]
+    assert results[-1].epochs_done == 3
+    _assert_same_weights(tmp_path / "straight", tmp_path / "stopped")
+
+
 def test_stop_writes_resume_line_and_mid_epoch_position(tmp_path, digits_cfg):
     cfg = _tiny(digits_cfg, tmp_path, "run")
     stop = StopRequest()
@@ -138,15 +153,11 @@ def test_periodic_checkpoints_keep_the_last_n(tmp_path, digits_cfg):
 def _distributed_worker(rank, port, straight, stopped):
     """Straight through; then a SIGTERM reaching rank 1 alone after step 7; then resumed. Rank 0
     must stop at the same step (or it would wait in DDP's all-reduce for rank 1 forever)."""
-    from test_distributed import _join
-
     from simsiam.parallel import distributed as dist
     from simsiam.train import stop as stop_module
 
-    _join(rank, port)
-    stop_module.POLL_EVERY = 2  # agree every 2 steps, so that the stop lands mid-epoch in this small run
-    pretrain(straight)
-    real_call = step_module.TrainStep.__call__
+    join(rank, port)
+    real_call, real_poll = step_module.TrainStep.__call__, stop_module.POLL_EVERY
 
     def call_then_signal(self, views, step):
         out = real_call(self, views, step)
@@ -154,36 +165,39 @@ def _distributed_worker(rank, port, straight, stopped):
             os.kill(os.getpid(), signal.SIGTERM)
         return out
 
-    step_module.TrainStep.__call__ = call_then_signal
+    # Both put back afterwards: the worker process serves the next test too (fixtures_gloo.py).
+    stop_module.POLL_EVERY = 2  # agree every 2 steps, so that the stop lands mid-epoch in this small run
     try:
-        result = pretrain(stopped)
+        pretrain(straight)
+        step_module.TrainStep.__call__ = call_then_signal
+        try:
+            result = pretrain(stopped)
+        finally:
+            step_module.TrainStep.__call__ = real_call
+        assert result.stopped_early == "signal", (rank, result)
+        if rank == 0:
+            torch.save(ckpt_io.load(stopped.run.out_dir)["step"],
+                       os.path.join(stopped.run.out_dir, "..", "stopped_at.pt"))
+        pretrain(stopped, resume=True)
     finally:
-        step_module.TrainStep.__call__ = real_call
-    assert result.stopped_early == "signal", (rank, result)
-    if rank == 0:
-        torch.save(ckpt_io.load(stopped.run.out_dir)["step"], os.path.join(stopped.run.out_dir, "..", "stopped_at.pt"))
-    pretrain(stopped, resume=True)
+        stop_module.POLL_EVERY = real_poll
     dist.cleanup()
 
 
 def test_two_processes_agree_on_the_stop_step_and_resume_bitwise(tmp_path, digits_cfg):
-    from test_distributed import _spawn
-
     straight = _tiny(digits_cfg, tmp_path, "straight", run__device="cpu")
     stopped = _tiny(digits_cfg, tmp_path, "stopped", run__device="cpu")
-    _spawn(_distributed_worker, straight, stopped)
+    spawn(_distributed_worker, straight, stopped)
     assert torch.load(tmp_path / "stopped_at.pt", weights_only=True) == 8  # the first agreement after step 7 (epoch 2, batch 3)
     _assert_same_weights(tmp_path / "straight", tmp_path / "stopped")
 
 
 def _unreadable_worker(rank, port, cfg):
     """Rank 1's first local batch is wholly unreadable: both ranks must leave that step out together."""
-    from test_distributed import _join
-
     from simsiam.data import loaders
     from simsiam.parallel import distributed as dist
 
-    _join(rank, port)
+    join(rank, port)
     real_item = loaders._MultiView.__getitem__
     served = []
 
@@ -194,17 +208,18 @@ def _unreadable_worker(rank, port, cfg):
         return real_item(self, key)
 
     loaders._MultiView.__getitem__ = unreadable_first_batch_on_rank_1
-    result = pretrain(cfg)
+    try:
+        result = pretrain(cfg)
+    finally:
+        loaders._MultiView.__getitem__ = real_item  # the worker process serves the next test too
     assert result.epochs_done == 1 and ckpt_io.load(cfg.run.out_dir)["step"] == 4 if rank == 0 else True
     dist.cleanup()
 
 
 def test_a_wholly_unreadable_batch_on_one_rank_does_not_hang_the_other(tmp_path, digits_cfg):
-    from test_distributed import _spawn
-
     cfg = _tiny(digits_cfg, tmp_path, "run", run__device="cpu", data__pipeline="per_image", data__num_workers=0,
                 optim__epochs=1)
-    _spawn(_unreadable_worker, cfg)  # would wait for ever in DDP's all-reduce without the agreement
+    spawn(_unreadable_worker, cfg)  # would wait for ever in DDP's all-reduce without the agreement
     saved = ckpt_io.load(tmp_path / "run")
     assert saved["step"] == 4  # 5 batches, the first left out by both ranks
     records = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]

@@ -13,8 +13,6 @@ from sklearn.datasets import load_digits
 from simsiam.cli import main
 from simsiam.eval.similar import duplicate_groups, exact_search, read_embeddings
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def test_chunked_search_equals_the_full_matrix_and_excludes_self():
     gen = torch.Generator().manual_seed(0)

@@ -18,8 +18,6 @@ from simsiam.optim import build_optimizer
 from simsiam.resolve import resolve
 from simsiam.train import speed
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 def _colour_cfg():
     """A small 3-channel model, where channels_last really reorders memory (one channel does not)."""

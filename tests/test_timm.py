@@ -18,7 +18,6 @@ from simsiam.eval.baselines import baseline_knn
 from simsiam.methods import build_method
 
 timm = pytest.importorskip("timm")
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 MODELS = ["timm:test_resnet", "timm:test_convnext", "timm:test_vit"]
 

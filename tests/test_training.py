@@ -11,9 +11,8 @@ from simsiam.artifacts import checkpoint as ckpt_io
 from simsiam.train.pretrain import TrainingDiverged
 
 
-def test_run_writes_metrics_plots_report_and_checkpoint(digits_cfg):
-    result = pretrain(digits_cfg)
-    run = result.run_dir
+def test_run_writes_metrics_plots_report_and_checkpoint(finished_digits_run):
+    run = finished_digits_run.run_dir  # the digits preset, 2 epochs (conftest.py)
     for name in ("config.json", "metrics.jsonl", "checkpoint.pt", "curves.png", "report.md"):
         assert (run / name).is_file(), name
     epochs = [json.loads(l) for l in open(run / "metrics.jsonl") if '"epoch"' in l and '"kind": "epoch"' in l]

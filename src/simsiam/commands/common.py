@@ -20,7 +20,9 @@ def add_config_args(p: argparse.ArgumentParser, default_preset: str = "fmnist") 
     p.add_argument("--epochs", type=int, help="same as optim.epochs=...")
     p.add_argument("--seed", type=int, help="same as run.seed=...")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:1 (same as run.device=...)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar: plain log lines, for log files")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bar and no step lines: the run line, an epoch line about once a minute "
+                        "and at each kNN evaluation, the final line")
 
 
 def config_from_args(args: argparse.Namespace, base: Optional[Config] = None) -> Config:

@@ -23,14 +23,28 @@ def run(args: argparse.Namespace) -> int:
         return 0
     for name, make in PRESETS.items():
         c = make()
-        print(f"{name:9s} {c.data.dataset:11s} {c.model.backbone} width {c.model.width}, d={c.model.dim}, "
-              f"batch {c.optim.batch_size}, base lr {c.optim.base_lr}, wd {c.optim.weight_decay}, "
-              f"{_length(c)}, aug {c.aug.recipe}")
+        print(f"{name:9s} {c.data.dataset:11s} {c.model.backbone} width {c.model.width}, {features(c):,} features, "
+              f"d={c.model.dim}, batch {c.optim.batch_size}, base lr {c.optim.base_lr}, wd {c.optim.weight_decay}, "
+              f"{budget(c)}, aug {c.aug.recipe}")
         print(f"          {(make.__doc__ or '').strip().splitlines()[0]}")
     return 0
 
 
-def _length(c) -> str:
+def features(c) -> int:
+    """The width of the backbone's pooled features (the kNN's and linear probe's input). Built on the
+    meta device: shapes only, no memory and no time for a ResNet-50."""
+    import torch
+
+    from ..models import build_backbone
+
+    m = c.model
+    with torch.device("meta"):
+        return build_backbone(m.backbone, width=m.width, pool_grid=m.pool_grid,
+                              feature_stages=m.feature_stages).num_features
+
+
+def budget(c) -> str:
+    """How long the preset trains, as the README's preset table says it: epochs, or images seen."""
     if c.optim.epochs:
         return f"{c.optim.epochs} epochs"
     return f"{c.optim.budget_images:,} images seen"

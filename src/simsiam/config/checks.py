@@ -77,6 +77,7 @@ def _check_ranges(cfg: Config) -> None:
     non_negative = {"optim.base_lr": o.base_lr, "optim.weight_decay": o.weight_decay, "optim.momentum": o.momentum,
                     "optim.warmup_epochs": o.warmup_epochs, "run.checkpoint_every_steps": r.checkpoint_every_steps,
                     "run.checkpoint_every_minutes": r.checkpoint_every_minutes,
+                    "run.epoch_checkpoint_minutes": r.epoch_checkpoint_minutes,
                     "run.keep_checkpoints": r.keep_checkpoints, "data.train_limit": d.train_limit,
                     "data.eval_limit": d.eval_limit, "monitor.knn_t": cfg.monitor.knn_t}
     for key, value in non_negative.items():

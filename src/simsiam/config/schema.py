@@ -142,17 +142,21 @@ class RunConfig:
     out_dir: str = "runs/simsiam"
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     log_every: int = 20  # steps between per-step metric lines
-    quiet: bool = False  # no progress bar; plain log lines (for log files)
+    quiet: bool = False  # no progress bar, no step lines; epoch lines about once a minute (artifacts/runlog.py)
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower; exact resume tests)
     channels_last: bool = False
     amp: str = "auto"  # "auto" (bf16 on CUDA, off on CPU), "bf16", "off"
     compile: bool = False  # torch.compile the model (falls back with a message)
     sync_bn: bool = True  # under torchrun: SyncBatchNorm everywhere (paper); False keeps per-device BN
-    # Mid-epoch checkpoints besides the one at every epoch's end (0 = off): one once this many steps
+    # Mid-epoch checkpoints besides those at epochs' ends (0 = off): one once this many steps
     # or minutes have passed since the last checkpoint; with both set, whichever comes first. Under
     # torchrun the ranks decide every 10 steps. A stop signal always writes one (train/stop.py).
     checkpoint_every_steps: int = 0
     checkpoint_every_minutes: float = 0.0
+    # An epoch's end writes a checkpoint once the last one is this old (0: at every epoch's end), so
+    # that a small folder's one-step epochs do not write one a second; the run's last epoch and a stop
+    # signal always write one.
+    epoch_checkpoint_minutes: float = 1.0
     keep_checkpoints: int = 0  # earlier checkpoints kept as checkpoint-step<N>.pt beside checkpoint.pt
     # where records go: any of "jsonl" (metrics.jsonl, always written), "csv", "tensorboard" (an extra)
     loggers: list[str] = field(default_factory=lambda: ["jsonl"])

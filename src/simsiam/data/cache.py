@@ -45,14 +45,14 @@ from .memory import InMemoryImages
 
 
 def decoded_if_configured(dataset, d: DataConfig, log: Callable[[str], None] = print,
-                          warn: Optional[Callable[[str], None]] = None):
+                          warn: Optional[Callable[[str], None]] = None, progress: bool = True):
     """The dataset the run should use: a files dataset decoded into the cache when ``data.cache`` is on,
     an image size is set and the pipeline is not the per-image reference; else ``dataset`` itself."""
     if not (d.cache and isinstance(dataset, ImageFiles) and d.image_size and d.pipeline != "per_image"):
         return dataset
     root = Path(os.path.expanduser(d.cache_dir)) if d.cache_dir else cache_root() / "images"
     return cached(dataset, d.cache_side or d.image_size, root, max_bytes=d.cache_max_gb * 2**30, log=log,
-                  warn=warn) or dataset
+                  warn=warn, progress=progress) or dataset
 
 
 def cache_key(dataset: ImageFiles, side: int) -> str:
@@ -133,10 +133,10 @@ def _reserve_disk(path: str, cache_dir: Path) -> None:
 
 def cached(dataset: ImageFiles, side: int, cache_dir: Path, *, max_bytes: float = 16e9,
            log: Callable[[str], None] = print, warn: Optional[Callable[[str], None]] = None,
-           workers: int = 0) -> Optional[InMemoryImages]:
+           workers: int = 0, progress: bool = True) -> Optional[InMemoryImages]:
     """``dataset`` decoded at ``side`` as an :class:`InMemoryImages` memory-mapped from the cache
-    (built first when needed), or None when it would take more than ``max_bytes``. Unreadable files
-    are reported through ``warn`` (``log`` when not given)."""
+    (built first when needed, with a progress bar when ``progress``), or None when it would take more
+    than ``max_bytes``. Unreadable files are reported through ``warn`` (``log`` when not given)."""
     warn = warn or log
     size = len(dataset) * dataset.channels * side * side
     if size > max_bytes:
@@ -149,7 +149,7 @@ def cached(dataset: ImageFiles, side: int, cache_dir: Path, *, max_bytes: float 
     if not index_path.is_file() and dist.is_main():  # under torchrun rank 0 decodes, the others wait
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         log(f"decoding {len(dataset)} images of {dataset.name} once into {images_path} ({size / 2**20:.0f} MiB)")
-        index = build(dataset, side, images_path, workers or cores)
+        index = build(dataset, side, images_path, workers or cores, progress)
         fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{index_path.name}.", suffix=".tmp")
         with os.fdopen(fd, "w") as fh:
             json.dump(index, fh)

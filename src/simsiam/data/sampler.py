@@ -18,6 +18,12 @@ import torch
 from torch.utils.data import Sampler
 
 
+def images_per_epoch(num_images: int, global_batch: int) -> int:
+    """The images an epoch trains on: whole global batches only (the incomplete last one is dropped,
+    here and in ``loaders.BatchedViewLoader``), so the budget counts what is trained."""
+    return (num_images // global_batch) * global_batch
+
+
 class EpochSampler(Sampler):
     """Yields ``(view_seed, index)`` for this rank's share of every full global batch of an epoch.
 
@@ -31,7 +37,7 @@ class EpochSampler(Sampler):
         if global_batch % world:
             raise ValueError(f"global batch {global_batch} does not divide by {world} processes")
         self.num_images, self.global_batch = num_images, global_batch
-        self.local_batch, self.rank = global_batch // world, rank
+        self.local_batch, self.rank, self.world = global_batch // world, rank, world
         self.seed, self.epoch_key, self.start_batch = seed, None, 0
 
     def set_epoch(self, epoch_key: int, start_batch: int = 0) -> None:
@@ -40,7 +46,7 @@ class EpochSampler(Sampler):
         self.epoch_key, self.start_batch = epoch_key, start_batch
 
     def __len__(self) -> int:
-        return (self.num_images // self.global_batch) * self.local_batch
+        return images_per_epoch(self.num_images, self.global_batch) // self.world  # this rank's share
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         if self.epoch_key is None:

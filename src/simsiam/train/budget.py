@@ -15,28 +15,40 @@ from typing import Optional
 
 from ..config import Config, ConfigError
 from ..config.checks import NO_BUDGET
+from ..data.sampler import images_per_epoch
 
 MONITOR_POINTS = 5  # kNN evaluations per run when monitor.every=0 (the last epoch is always one)
 
 
-def epochs_for(budget_images: int, train_images: int) -> int:
+def epochs_for(budget_images: int, images_an_epoch: int) -> int:
     """Whole epochs closest to ``budget_images`` images seen, at least one."""
-    if train_images <= 0:
-        raise ConfigError("the training set is empty: there is nothing to train on")
-    return max(1, round(budget_images / train_images))
+    return max(1, round(budget_images / images_an_epoch))
 
 
 def settle_budget(cfg: Config, train_images: int) -> str:
     """Fill ``optim.epochs`` (when 0) from ``optim.budget_images`` and ``monitor.every`` (when 0);
-    returns the line saying what was chosen and why ("" when the config already named both)."""
+    returns the line saying what was chosen and why ("" when the config already named both).
+
+    An epoch trains on whole batches only, so the budget is divided by the images an epoch trains
+    on, not by the training set: 245 images at batch 128 train 128 an epoch, not 245."""
     o = cfg.optim
     said = ""
     if o.epochs == 0:
         if o.budget_images <= 0:
             raise ConfigError(NO_BUDGET)
-        o.epochs = epochs_for(o.budget_images, train_images)
-        said = (f"budget: {o.budget_images:,} images seen (optim.budget_images) / {train_images:,} training images "
-                f"= {o.epochs} epochs; optim.epochs=N overrides")
+        if train_images <= 0:
+            raise ConfigError("the training set is empty: there is nothing to train on")
+        trained = images_per_epoch(train_images, o.batch_size)
+        if trained == 0:
+            raise ConfigError(f"the dataset has {train_images} training images, fewer than one batch "
+                              f"(optim.batch_size={o.batch_size}); lower the batch size")
+        o.epochs = epochs_for(o.budget_images, trained)
+        left_out = train_images - trained
+        per_epoch = (f"{trained:,} images trained an epoch ({train_images:,} training images in whole batches of "
+                     f"{o.batch_size}; {left_out:,} left out of each epoch, others each time)"
+                     if left_out else f"{train_images:,} training images")
+        said = (f"budget: {o.budget_images:,} images seen (optim.budget_images) / {per_epoch} "
+                f"= {o.epochs:,} epochs; optim.epochs=N overrides")
     if cfg.monitor.every == 0:
         cfg.monitor.every = max(1, math.ceil(o.epochs / MONITOR_POINTS))
     return said

@@ -151,7 +151,8 @@ def _set_up(cfg: Config, resume: bool, stop: StopRequest, backbone: Optional[nn.
         knn = KnnMonitor(train_set, eval_set, k=cfg.monitor.knn_k, t=cfg.monitor.knn_t, device=device,
                          image_size=cfg.data.image_size, channels_last=cfg.run.channels_last)
     images = f"train {describe(train_set)}" + (f", kNN queries {describe(eval_set)}" if eval_set is not None else "")
-    poll = Poll(stop, cfg.run.checkpoint_every_steps, cfg.run.checkpoint_every_minutes)
+    poll = Poll(stop, cfg.run.checkpoint_every_steps, cfg.run.checkpoint_every_minutes,
+                cfg.run.epoch_checkpoint_minutes)
     run = _Run(cfg, device, run_dir, log, method, optimizer, loader, train_step, knn, images, poll, eval_set,
                initial_backbone=initial_backbone)
     if saved is not None:
@@ -206,9 +207,9 @@ def _choose_images(cfg: Config):
 
 def _decode(cfg: Config, train_set, eval_set, log: RunLog):
     """Image folders decoded into the memory-mapped cache where ``data.cache`` allows (data/cache.py)."""
-    train_set = decoded_if_configured(train_set, cfg.data, log.info, log.warn)
+    train_set = decoded_if_configured(train_set, cfg.data, log.info, log.warn, log.shows_bars)
     if eval_set is not None:
-        eval_set = decoded_if_configured(eval_set, cfg.data, log.info, log.warn)
+        eval_set = decoded_if_configured(eval_set, cfg.data, log.info, log.warn, log.shows_bars)
     return train_set, eval_set
 
 
@@ -257,18 +258,22 @@ def _train_epochs(run: _Run) -> RunResult:
 
         record = _epoch_record(run, epoch, totals)
         run.log.write(record)
-        run.log.info(_epoch_line(record, cfg))
+        is_last = epoch + 1 == cfg.optim.epochs
+        run.log.epoch_line(_epoch_line(record, cfg), always=is_last or "knn_acc" in record)
         collapsed = is_collapsed(record["z_std_sqrt_d"], cfg.monitor.collapse_threshold)
         if collapsed:
             run.log.warn(f"representation collapsing: std(z/|z|) x sqrt(d) = {record['z_std_sqrt_d']:.3f} is under "
                          f"monitor.collapse_threshold={cfg.monitor.collapse_threshold} (healthy is about 1)")
-        _checkpoint(run, epoch + 1)
+        ends_here = is_last or (collapsed and cfg.monitor.stop_on_collapse)
+        save, stop = run.poll.at_epoch_end(last=ends_here)
+        if save:
+            _checkpoint(run, epoch + 1)
         result.epochs_done = epoch + 1
         if collapsed and cfg.monitor.stop_on_collapse:
             result.stopped_early = "collapse"
             run.log.warn("stopping: monitor.stop_on_collapse is set")
             break
-        if epoch + 1 < cfg.optim.epochs and run.poll.at_epoch_end():
+        if stop and not is_last:
             _stop(run, epoch + 1, None, result)
             return result
     result.final = record or _last_epoch_record(run.run_dir)
@@ -312,8 +317,8 @@ class _AfterStep:
 
 
 class _StepLogger:
-    """After each step: every ``run.log_every`` steps a step record (loss over all ranks, lr, images/s)
-    and the NaN guard; the progress bar every step."""
+    """After each step: every ``run.log_every`` steps a step record (loss over all ranks, lr, images/s),
+    its line where the log shows step lines, and the NaN guard; the progress bar every step."""
 
     def __init__(self, run: _Run, epoch: int):
         self.run, self.epoch = run, epoch
@@ -334,7 +339,7 @@ class _StepLogger:
             run.log.write({"kind": "step", "epoch": self.epoch, "step": step, "loss": loss, "lr": lr,
                            "images_per_s": round(ips, 1)})
             postfix = {"loss": f"{loss:.4f}", "lr": f"{lr:.3g}", "img/s": f"{ips:.0f}"}
-            if run.log.quiet:
+            if run.log.step_lines:
                 run.log.info(f"epoch {self.epoch + 1} step {step} loss {loss:.4f} lr {lr:.4g} {ips:.0f} img/s")
         run.log.step(postfix)
 

@@ -18,6 +18,7 @@ from ..resolve import resolve
 
 CHANGEABLE_ON_RESUME = ("optim.epochs", "run.out_dir", "run.quiet", "run.device", "run.log_every", "run.loggers",
                         "run.checkpoint_every_steps", "run.checkpoint_every_minutes", "run.keep_checkpoints",
+                        "run.epoch_checkpoint_minutes",
                         "data.data_dir", "data.num_workers", "data.eval_limit", "monitor.",
                         # the same draws, the same views to float rounding: how they are computed
                         "data.augment_kernel")

@@ -87,8 +87,10 @@ class Poll:
     """What the loop should do after a step: go on, checkpoint, or checkpoint and stop. The ranks'
     answers are agreed on (see the module's docstring), so they all checkpoint and stop together."""
 
-    def __init__(self, stop: StopRequest, every_steps: int = 0, every_minutes: float = 0.0):
+    def __init__(self, stop: StopRequest, every_steps: int = 0, every_minutes: float = 0.0,
+                 epoch_minutes: float = 0.0):
         self.stop, self.every_steps, self.every_minutes = stop, every_steps, every_minutes
+        self.epoch_minutes = epoch_minutes  # run.epoch_checkpoint_minutes
         self._last_save, self._last_save_step = time.monotonic(), None
 
     def after_step(self, step: int) -> tuple[bool, bool]:
@@ -105,12 +107,16 @@ class Poll:
             self.stop.request("a stop signal on another rank")
         return save or stop, stop
 
-    def at_epoch_end(self) -> bool:
-        """Whether to stop after the epoch's checkpoint (every rank gets the same answer)."""
-        stop = self._agree([bool(self.stop.reason), False])[0]
+    def at_epoch_end(self, last: bool) -> tuple[bool, bool]:
+        """``(checkpoint, stop)`` at an epoch's end (every rank gets the same answers). A checkpoint
+        when the run ends here (``last``), on a stop, or once the last one is ``epoch_minutes`` old:
+        a folder of a few hundred images has one-step epochs, and a checkpoint each would be written
+        every second. What a crash can lose is bounded by the same minutes."""
+        due = last or time.monotonic() - self._last_save >= 60 * self.epoch_minutes
+        stop, save = self._agree([bool(self.stop.reason), due])
         if stop and not self.stop.reason:
             self.stop.request("a stop signal on another rank")
-        return stop
+        return save or stop, stop
 
     def saved(self, step: int) -> None:
         """A checkpoint (of any kind) was written after ``step``: the periodic intervals restart."""
