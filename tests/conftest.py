@@ -20,13 +20,6 @@ os.environ["OMP_NUM_THREADS"] = "1"
 torch.set_num_threads(1)
 
 
-@pytest.fixture
-def one_thread():
-    """Every test process runs one thread already (above); kept for the modules that still name it
-    (``pytestmark = pytest.mark.usefixtures("one_thread")``) until none does."""
-    yield
-
-
 def _session_cache(tmp_path_factory) -> str:
     return str(tmp_path_factory.getbasetemp() / "cache")
 

@@ -22,8 +22,6 @@ from simsiam.downstream import label_efficiency as le
 from simsiam.eval.classifier import load_classifier
 from simsiam.methods import build_method
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 FAST = FinetuneRecipe(lrs=(0.1, 0.3), epochs=1, min_steps=6, probe_min_steps=20)
 
 
@@ -45,7 +43,6 @@ def finetuned(digits_run, tmp_path_factory) -> dict:
     """One fine-tune of it: two budgets, two label seeds, every contender."""
     before = tree_digest(digits_run)
     out = tmp_path_factory.mktemp("ft") / "ft"
-    torch.set_num_threads(1)
     res = finetune(digits_run, labels_per_class=[3, 6], label_seeds=[0, 1], recipe=FAST, out_dir=out,
                    log=lambda line: None)
     return {"res": res, "out": out, "run": digits_run, "run_before": before}
