@@ -22,6 +22,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from ..artifacts.checkpoint import write_atomic
+from ..artifacts.report import git_commit
 from ..config import Config
 from ..data import ImageFiles, InMemoryImages, load_dataset
 from ..data.cache import decoded_if_configured
@@ -128,6 +129,7 @@ def finetune(run: str | Path, *, dataset: Optional[str] = None, data_dir: Option
              device: str = "cpu", log: Callable[[str], None] = print) -> dict:
     """Fine-tune a pretraining run's backbone on few labels, beside the other contenders; write the
     folder described in the module doc and return its results (``results.json``'s content)."""
+    git_commit()  # the code as it starts (read once per process), not as the tree is when it ends
     recipe = recipe or FinetuneRecipe()
     budgets = parse_budgets(labels_per_class, label_fractions) or parse_budgets(fractions=DEFAULT_BUDGETS)
     seeds = list(dict.fromkeys(int(s) for s in label_seeds))

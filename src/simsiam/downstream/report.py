@@ -78,7 +78,7 @@ def render_report(results: dict, rows: list[dict], budgets: Sequence[LabelBudget
         if "finetune" in mine and "scratch" in mine:
             gain = mine["finetune"]["test_mean"] - mine["scratch"]["test_mean"]
             lines.append(f"- {budget.name}: {gain:+.2f}")
-    lines += ["", "Settings chosen on the validation part:", "", "| budget | contender | chosen | validation (%) |",
+    lines += ["", "Settings chosen on the validation part:", "", "| budget | contender | chosen | validation (%, mean over seeds) |",
               "|---|---|---|---:|"]
     for r in rows:
         chosen = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in r["choice"].items())
