@@ -38,6 +38,7 @@ class Task:
     device: torch.device
     seed: int  # the label seed: also the seed of the views and of a fresh initialisation
     crop_scale_min: float
+    frozen: dict = field(default_factory=dict, repr=False)  # this draw's frozen features / pixels, made once
 
 
 @dataclass

@@ -159,56 +159,75 @@ def finetune(run: str | Path, *, dataset: Optional[str] = None, data_dir: Option
         f"{len(data.classes)} classes) at {data.size}px; budgets {', '.join(b.name for b in budgets)}; label seeds "
         f"{seeds}; precision {'bf16' if precision == 'bf16' else 'fp32'} ({why}); outputs in {out}")
 
-    test_features = None
-    test_pixels = None
+    contest = _Contest(pretrained, cfg, channels, data, recipe, dev)
     cells: dict[tuple[str, int, str], dict] = {}
     for budget in budgets:
-        choices: dict[str, dict] = {}
-        for i, seed in enumerate(seeds):
+        choices: dict[str, dict] = {}  # each contender's setting, chosen on the first seed
+        for seed in seeds:
             draw = draw_labels(torch.as_tensor(data.train.labels), budget, seed, len(data.classes), data.classes)
             task = Task(select(data.train, draw.train), select(data.train, draw.val), data.test, len(data.classes),
                         data.size, dev, seed, crop_min)
-            splits: dict[str, FeatureSplit] = {}  # this draw's frozen features and pixels, made once
             for contender in contenders:
                 path = out / "cells" / f"{budget.slug}-seed{seed}-{contender}.json"
                 if path.is_file():
                     cell = json.loads(path.read_text())
                 else:
                     label = f"{budget.name} seed {seed} {contender}"
-                    search = i == 0 or contender not in choices
-                    if contender in ("finetune", "scratch"):
-                        lrs = recipe.lrs if search else (choices[contender]["base_lr"],)
-                        start = _start(contender, pretrained, cfg, channels, seed, dev)
-                        outcome = train_network(start, task, recipe, lrs, log, label)
+                    outcome = contest.run(contender, task, choices.get(contender), log, label)
+                    if outcome.model is not None:
                         _save_model(out, contender, budget, draw, outcome, cfg, data, settings)
-                    else:
-                        if contender == "pixels_knn":
-                            test_pixels = test_pixels or pixel_vectors(data.test, True, device=dev, image_size=data.size)
-                            split = splits.get("pixels") or _pixel_split(task, test_pixels, dev)
-                            splits["pixels"] = split
-                        else:
-                            test_features = test_features or _frozen(pretrained.backbone, data.test, data.size, dev)
-                            split = splits.get("features") or _feature_split(pretrained.backbone, task, test_features)
-                            splits["features"] = split
-                        if contender == "linear":
-                            lrs = recipe.probe_lrs if search else (choices[contender]["lr"],)
-                            outcome = linear_probe(split, task.num_classes, recipe, lrs, seed)
-                        else:
-                            ks = recipe.knn_ks if search else (choices[contender]["k"],)
-                            outcome = knn_contender(split, task.num_classes, recipe, ks)
                     cell = {"budget": budget.name, "seed": seed, "contender": contender, "labelled": draw.labelled,
-                            "train_images": len(draw.train), "val_images": len(draw.val), "searched": search, **outcome.record()}
+                            "train_images": len(draw.train), "val_images": len(draw.val),
+                            "searched": contender not in choices, **outcome.record()}
                     write_atomic(path, lambda fh: fh.write(json.dumps(cell, indent=2).encode()))
                     log(f"{label}: test {cell['test']:.2f}% (val {cell['val']:.2f}%, {_choice_words(cell['choice'])}, "
                         f"{cell['time_s']:.0f}s)")
-                if i == 0 or contender not in choices:
-                    choices[contender] = cell["choice"]
+                choices.setdefault(contender, cell["choice"])
                 cells[(budget.name, seed, contender)] = cell
     results = {"settings": settings, "classes": data.classes, "precision": precision,
                "cells": list(cells.values())}
     write_outputs(out, results, budgets, seeds, contenders)
     results["out_dir"] = str(out)
     return results
+
+
+class _Contest:
+    """Runs one contender on one label draw: its search over the recipe's grid when ``choice`` is
+    None (the first seed), else the ``choice`` alone. Keeps what the draws share: the frozen
+    backbone's features and the pixels of the test split."""
+
+    def __init__(self, pretrained: torch.nn.Module, cfg: Config, channels: int, data: Labelled,
+                 recipe: FinetuneRecipe, device: torch.device):
+        self.pretrained, self.cfg, self.channels, self.data = pretrained, cfg, channels, data
+        self.recipe, self.device = recipe, device
+        self.test: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # the test split's, by kind
+
+    def run(self, contender: str, task: Task, choice: Optional[dict], log: Callable[[str], None],
+            label: str) -> Outcome:
+        r = self.recipe
+        if contender in ("finetune", "scratch"):
+            lrs = r.lrs if choice is None else (choice["base_lr"],)
+            start = _start(contender, self.pretrained, self.cfg, self.channels, task.seed, self.device)
+            return train_network(start, task, r, lrs, log, label)
+        split = self._split("pixels" if contender == "pixels_knn" else "features", task)
+        if contender == "linear":
+            return linear_probe(split, task.num_classes, r, r.probe_lrs if choice is None else (choice["lr"],),
+                                task.seed)
+        return knn_contender(split, task.num_classes, r, r.knn_ks if choice is None else (choice["k"],))
+
+    def _split(self, kind: str, task: Task) -> FeatureSplit:
+        """The draw's frozen features or pixels ("features", "pixels"), made once per draw."""
+        if kind not in task.frozen:
+            backbone, kw = self.pretrained.backbone, dict(device=self.device, image_size=task.size)
+            if kind == "pixels":
+                test = self.test.get(kind) or pixel_vectors(task.test, True, **kw)
+                task.frozen[kind] = FeatureSplit(*pixel_vectors(task.train, True, **kw),
+                                                 *pixel_vectors(task.val, True, **kw), *test)
+            else:
+                test = self.test.get(kind) or _frozen(backbone, task.test, task.size, self.device)
+                task.frozen[kind] = _feature_split(backbone, task, test)
+            self.test[kind] = test
+        return task.frozen[kind]
 
 
 def _claim(out: Path, settings: dict) -> None:
@@ -249,11 +268,6 @@ def _feature_split(backbone: torch.nn.Module, task: Task, test: tuple[torch.Tens
     train_x, train_y = _frozen(backbone, task.train, task.size, task.device)
     val_x, val_y = _frozen(backbone, task.val, task.size, task.device)
     return FeatureSplit(train_x, train_y, val_x, val_y, *test)
-
-
-def _pixel_split(task: Task, test: tuple[torch.Tensor, torch.Tensor], device: torch.device) -> FeatureSplit:
-    kw = dict(device=device, image_size=task.size)
-    return FeatureSplit(*pixel_vectors(task.train, True, **kw), *pixel_vectors(task.val, True, **kw), *test)
 
 
 def _save_model(out: Path, contender: str, budget: LabelBudget, draw: LabelDraw, outcome: Outcome, cfg: Config,
