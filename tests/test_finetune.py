@@ -122,7 +122,12 @@ def test_finetuning_changes_the_backbone_and_the_run_is_never_touched(finetuned)
 
 def test_the_linear_probe_leaves_the_backbone_bitwise_unchanged(digits_run):
     from simsiam.data.subset import select
-    from simsiam.downstream.contenders import Task, linear_probe
+    from simsiam.downstream.contenders import (
+        Task,
+        feature_split,
+        frozen_features,
+        linear_probe,
+    )
     from simsiam.eval.frozen import assert_backbone_unchanged, backbone_state_from_disk
     from simsiam.eval.pretrained import load_pretrained
 
@@ -131,8 +136,8 @@ def test_the_linear_probe_leaves_the_backbone_bitwise_unchanged(digits_run):
     draw = draw_labels(train.labels, LabelBudget(per_class=4), 0, 10)
     task = Task(select(train, draw.train), select(train, draw.val), load_dataset("digits", "test"), 10, 8,
                 torch.device("cpu"), 0, 0.2)
-    test = le._frozen(pretrained.backbone, task.test, 8, task.device)
-    outcome = linear_probe(le._feature_split(pretrained.backbone, task, test), 10, FAST, FAST.probe_lrs, 0)
+    test = frozen_features(pretrained.backbone, task.test, 8, task.device)
+    outcome = linear_probe(feature_split(pretrained.backbone, task, test), 10, FAST, FAST.probe_lrs, 0)
     assert 0 <= outcome.test <= 100 and outcome.choice["lr"] in FAST.probe_lrs
     assert_backbone_unchanged(pretrained.backbone, backbone_state_from_disk(digits_run), when="after the probe")
 
@@ -315,7 +320,7 @@ def test_finetune_end_to_end_through_the_cli_on_a_folder(digits_run, tmp_path, c
 def test_lp_ft_starts_from_the_probe_head_folded_into_one_layer(digits_run):
     """With head_init=probe the classifier's first outputs are the probe's (its BN folded exactly)."""
     from simsiam.data.subset import select
-    from simsiam.downstream.contenders import Task, fit_probe, probe_head
+    from simsiam.downstream.contenders import Task, feature_split, fit_probe, probe_head
     from simsiam.eval.features import eval_mode
     from simsiam.eval.pretrained import load_pretrained
 
@@ -325,7 +330,7 @@ def test_lp_ft_starts_from_the_probe_head_folded_into_one_layer(digits_run):
     task = Task(select(train, draw.train), select(train, draw.val), None, 10, 8, torch.device("cpu"), 0, 0.2)
     folded = probe_head(pretrained.backbone, task, FAST)
     x = torch.randn(16, pretrained.backbone.num_features)
-    f = le._feature_split(pretrained.backbone, task, (x[:0], torch.zeros(0, dtype=torch.long)))
+    f = feature_split(pretrained.backbone, task, (x[:0], torch.zeros(0, dtype=torch.long)))
     _, _, head, _ = fit_probe(f, 10, FAST, FAST.probe_lrs, 0)
     with eval_mode(head):
         assert torch.allclose(folded(x), head(x), atol=1e-5)

@@ -106,6 +106,19 @@ class FeatureSplit:
     test_y: torch.Tensor
 
 
+def frozen_features(backbone: nn.Module, dataset, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(features, labels)`` of the un-augmented images, the backbone in eval mode (nothing changes)."""
+    with eval_mode(backbone):
+        x, y, _, _ = extract_features(backbone, dataset, device=device, image_size=size)
+    return x, y
+
+
+def feature_split(backbone: nn.Module, task: Task, test: tuple[torch.Tensor, torch.Tensor]) -> FeatureSplit:
+    """The frozen features of a draw's training and validation parts, with ``test``'s."""
+    return FeatureSplit(*frozen_features(backbone, task.train, task.size, task.device),
+                        *frozen_features(backbone, task.val, task.size, task.device), *test)
+
+
 def fit_probe(f: FeatureSplit, num_classes: int, recipe: FinetuneRecipe, lrs: tuple[float, ...], seed: int
               ) -> tuple[float, float, nn.Module, list[dict]]:
     """A BN + linear head on frozen features (eval.linear's trainer), the best of ``lrs`` on
@@ -142,12 +155,9 @@ def probe_head(backbone: nn.Module, task: Task, recipe: FinetuneRecipe) -> nn.Li
     """The linear probe of ``backbone`` on the task's labels (lr searched on validation), its BN
     folded into one ``nn.Linear`` -- the head that fine-tuning starts from in LP-FT (Kumar et al.
     2022: a fitted head moves the features less than a zero one while it learns)."""
-    with eval_mode(backbone):
-        train_x, train_y, _, _ = extract_features(backbone, task.train, device=task.device, image_size=task.size)
-        val_x, val_y, _, _ = extract_features(backbone, task.val, device=task.device, image_size=task.size)
-    empty = torch.zeros(0, train_x.shape[1]), torch.zeros(0, dtype=torch.long)
-    f = FeatureSplit(train_x, train_y, val_x, val_y, *empty)
-    _, _, head, _ = fit_probe(f, task.num_classes, recipe, recipe.probe_lrs, task.seed)
+    no_test = torch.zeros(0, backbone.num_features), torch.zeros(0, dtype=torch.long)
+    _, _, head, _ = fit_probe(feature_split(backbone, task, no_test), task.num_classes, recipe, recipe.probe_lrs,
+                              task.seed)
     bn, linear = head[0], head[1]
     scale = (bn.running_var + bn.eps).rsqrt()  # eval-mode BN: (x - mean) * scale
     folded = nn.Linear(linear.in_features, linear.out_features)

@@ -31,7 +31,6 @@ from ..data.label_budget import LabelBudget, LabelDraw, draw_labels, parse_budge
 from ..data.subset import select
 from ..eval.baselines import pixel_vectors
 from ..eval.classifier import save_classifier
-from ..eval.features import eval_mode, extract_features
 from ..eval.pretrained import held_out_split, load_pretrained
 from ..methods import build_method
 from ..models import input_channels
@@ -41,6 +40,8 @@ from .contenders import (
     FeatureSplit,
     Outcome,
     Task,
+    feature_split,
+    frozen_features,
     knn_contender,
     linear_probe,
     train_network,
@@ -224,8 +225,8 @@ class _Contest:
                 task.frozen[kind] = FeatureSplit(*pixel_vectors(task.train, True, **kw),
                                                  *pixel_vectors(task.val, True, **kw), *test)
             else:
-                test = self.test.get(kind) or _frozen(backbone, task.test, task.size, self.device)
-                task.frozen[kind] = _feature_split(backbone, task, test)
+                test = self.test.get(kind) or frozen_features(backbone, task.test, task.size, self.device)
+                task.frozen[kind] = feature_split(backbone, task, test)
             self.test[kind] = test
         return task.frozen[kind]
 
@@ -256,18 +257,6 @@ def _start(contender: str, pretrained: torch.nn.Module, cfg: Config, channels: i
         seed_everything(10_007 + seed)
         return build_method(cfg, channels).to(device)
     return fresh
-
-
-def _frozen(backbone: torch.nn.Module, dataset, size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    with eval_mode(backbone):
-        x, y, _, _ = extract_features(backbone, dataset, device=device, image_size=size)
-    return x, y
-
-
-def _feature_split(backbone: torch.nn.Module, task: Task, test: tuple[torch.Tensor, torch.Tensor]) -> FeatureSplit:
-    train_x, train_y = _frozen(backbone, task.train, task.size, task.device)
-    val_x, val_y = _frozen(backbone, task.val, task.size, task.device)
-    return FeatureSplit(train_x, train_y, val_x, val_y, *test)
 
 
 def _save_model(out: Path, contender: str, budget: LabelBudget, draw: LabelDraw, outcome: Outcome, cfg: Config,
