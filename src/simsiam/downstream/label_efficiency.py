@@ -187,7 +187,7 @@ def finetune(run: str | Path, *, dataset: Optional[str] = None, data_dir: Option
                 cells[(budget.name, seed, contender)] = cell
     results = {"settings": settings, "classes": data.classes, "precision": precision,
                "cells": list(cells.values())}
-    write_outputs(out, results, budgets, seeds, contenders)
+    write_outputs(out, results, budgets, contenders)
     results["out_dir"] = str(out)
     return results
 

@@ -24,8 +24,8 @@ def mean_std(values: Sequence[float]) -> tuple[float, float]:
     return mean, std
 
 
-def summarise(cells: list[dict], budgets: Sequence[LabelBudget], seeds: Sequence[int],
-              contenders: Sequence[str], num_classes: int) -> list[dict]:
+def summarise(cells: list[dict], budgets: Sequence[LabelBudget], contenders: Sequence[str],
+              num_classes: int) -> list[dict]:
     """One row per (budget, contender): test accuracy mean and std over the seeds, the labels used."""
     rows = []
     for budget in budgets:
@@ -42,9 +42,8 @@ def summarise(cells: list[dict], budgets: Sequence[LabelBudget], seeds: Sequence
     return rows
 
 
-def write_outputs(out: Path, results: dict, budgets: Sequence[LabelBudget], seeds: Sequence[int],
-                  contenders: Sequence[str]) -> None:
-    rows = summarise(results["cells"], budgets, seeds, contenders, len(results["classes"]))
+def write_outputs(out: Path, results: dict, budgets: Sequence[LabelBudget], contenders: Sequence[str]) -> None:
+    rows = summarise(results["cells"], budgets, contenders, len(results["classes"]))
     results["summary"] = rows
     results["commit"] = git_commit()
     write_atomic(out / "results.json", lambda fh: fh.write(json.dumps(results, indent=2).encode()))
