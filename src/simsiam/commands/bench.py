@@ -113,6 +113,16 @@ def format_table(r: dict) -> str:
         lines.append(f"this package, data pipeline alone: native kernel {kernels['native']:.1f}, torch ops "
                      f"{kernels['torch']:.1f} images/s, {kernels['ratio']:.2f}x (median of {kernels['rounds']} "
                      "alternating rounds)")
+    check = r.get("finite_check")
+    if check:
+        lines.append(f"this package, finite-gradient check in each step: {check['seconds_median'] * 1e3:.2f} ms, "
+                     f"{100 * check['fraction_of_step']:.2f}% of the step")
+    by_threads = r.get("step_images_per_s_by_threads")
+    if by_threads:
+        best = max(by_threads.values())
+        lines.append("this package, step alone by thread count (run.threads), images/s: " + ", ".join(
+            f"{n} thread{'s' if int(n) > 1 else ''} {ips:.1f} ({100 * ips / best:.0f}%)" for n, ips in by_threads.items())
+            + " (median of rounds taking turns)")
     mem = r["memory"]
     probes = ", ".join(f"{name.replace('_', ' ')} {value / 1e9:.1f}" for name, value in r["peak_probes"].items())
     lines += [

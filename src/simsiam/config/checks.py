@@ -78,7 +78,7 @@ def _check_ranges(cfg: Config) -> None:
                     "optim.warmup_epochs": o.warmup_epochs, "run.checkpoint_every_steps": r.checkpoint_every_steps,
                     "run.checkpoint_every_minutes": r.checkpoint_every_minutes,
                     "run.epoch_checkpoint_minutes": r.epoch_checkpoint_minutes,
-                    "run.keep_checkpoints": r.keep_checkpoints, "data.train_limit": d.train_limit,
+                    "run.keep_checkpoints": r.keep_checkpoints, "run.threads": r.threads, "data.train_limit": d.train_limit,
                     "data.eval_limit": d.eval_limit, "monitor.knn_t": cfg.monitor.knn_t}
     for key, value in non_negative.items():
         if value < 0:

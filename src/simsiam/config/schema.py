@@ -147,6 +147,9 @@ class RunConfig:
     channels_last: bool = False
     amp: str = "auto"  # "auto" (bf16 on CUDA, off on CPU), "bf16", "off"
     compile: bool = False  # torch.compile the model (falls back with a message)
+    # Intra-op threads of a CPU step: 0 (auto) times the steps at 1, 2, 4, ... usable cores and keeps
+    # the fastest, again when the step time jumps (train/threads.py); N fixes N.
+    threads: int = 0
     sync_bn: bool = True  # under torchrun: SyncBatchNorm everywhere (paper); False keeps per-device BN
     # Mid-epoch checkpoints besides those at epochs' ends (0 = off): one once this many steps
     # or minutes have passed since the last checkpoint; with both set, whichever comes first. Under

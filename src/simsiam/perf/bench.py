@@ -53,7 +53,9 @@ from ..train.budget import settle_budget
 from ..train.loop import epoch_batches
 from ..train.resources import peak_memory, reset_peak_memory
 from ..train.speed import amp_dtype, to_memory_format
+from ..train.finite_guard import gradients_finite
 from ..train.step import LrSchedule, TrainStep
+from ..train.threads import candidates, usable_cores
 from . import others
 from .peaks import best_peak, dtype_name, measure_peaks
 
@@ -190,6 +192,39 @@ def time_steps(trainers: list[Trainer], views, opts: BenchOptions, device: torch
     return seconds
 
 
+def time_finite_check(trainer: Trainer, calls: int, device: torch.device) -> float:
+    """Median seconds of the step's finite-gradient check (train/finite_guard.py) on the trainer's
+    gradients as its last step left them: what the guard adds to every step."""
+    seconds = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        gradients_finite(trainer.train_step.parameters)
+        _sync(device)
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds)
+
+
+def time_step_by_threads(trainer: Trainer, views, counts: list[int], opts: BenchOptions,
+                         device: torch.device) -> dict[int, float]:
+    """images/s of the step alone at each CPU thread count (run.threads), the counts taking turns in
+    rounds of ``min(opts.steps, 5)`` timed steps after one untimed step; median per count."""
+    before = torch.get_num_threads()
+    seconds: dict[int, list[float]] = {c: [] for c in counts}
+    try:
+        for _ in range(max(1, min(opts.rounds, 3))):
+            for count in counts:
+                torch.set_num_threads(count)
+                trainer.step(views)  # the pool of the new size spins up
+                for _ in range(min(opts.steps, 5)):
+                    start = time.perf_counter()
+                    trainer.step(views)
+                    _sync(device)
+                    seconds[count].append(time.perf_counter() - start)
+    finally:
+        torch.set_num_threads(before)
+    return {c: views[0].shape[0] / statistics.median(s) for c, s in seconds.items()}
+
+
 def time_end_to_end(loader, trainer: Trainer, opts: BenchOptions, device: torch.device, epoch: int) -> float:
     """images/s of the loader feeding the trainer, as ``simsiam pretrain`` runs them."""
     batches = _batches(loader, epoch, trainer.method)
@@ -323,6 +358,11 @@ def run_bench(cfg: Config, opts: BenchOptions, warn: Callable[[str], None] = pri
     step_seconds = time_steps([ours, ref], views, opts, device)
     peaks_after = measure_peaks(device, dtypes, opts.matmul_size)
     step = tuple(cfg.optim.batch_size / statistics.median(s) for s in step_seconds)
+    finite_check = time_finite_check(ours, 20, device)
+    by_threads = None
+    if device.type == "cpu" and not opts.threads and usable_cores() > 1:
+        progress("training step alone at each thread count")
+        by_threads = time_step_by_threads(ours, views, candidates(usable_cores()), opts, device)
 
     progress("both together")
     end_to_end = (time_end_to_end(ours_loader, ours, opts, device, epoch=1),
@@ -374,6 +414,11 @@ def run_bench(cfg: Config, opts: BenchOptions, warn: Callable[[str], None] = pri
         "end_to_end_vs_step": {"median": statistics.median(side_by_side) if side_by_side else None,
                                "rounds": [round(r, 4) for r in side_by_side], "steps_per_round": opts.steps},
         "step_seconds_median": {"ours": statistics.median(step_seconds[0]), "reference": statistics.median(step_seconds[1])},
+        # The finite-gradient check alone (part of every step) and its share of our step.
+        "finite_check": {"seconds_median": finite_check,
+                         "fraction_of_step": finite_check / statistics.median(step_seconds[0])},
+        # Our step alone at each intra-op thread count run.threads=auto chooses from (None: not measured).
+        "step_images_per_s_by_threads": by_threads,
         **_flops_figures(flops, step, peaks, ours_dtype),
         "peak_probes_before": peaks_before,
         "peak_probes_after": peaks_after,

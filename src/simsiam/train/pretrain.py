@@ -39,16 +39,19 @@ from ..seeding import seed_everything
 from . import speed
 from .allocator import keep_freed_memory
 from .budget import settle_budget
+from .finite_guard import APPLIED, STOP, SWITCH_TO_FP32, stop_message, switch_line
 from .loop import EpochTotals, run_epoch
 from .pictures import log_augmented_views, log_embedding_projector
 from .resources import peak_memory, reset_peak_memory
 from .resume import check_resume
 from .step import LrSchedule, TrainStep
 from .stop import Interrupted, Poll, StopRequest, resume_line
+from .threads import ThreadTuner, plan_threads
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or inf; the last checkpoint, if any, is left as it was."""
+    """The loss became NaN or inf, or steps in a row had non-finite gradients; the last checkpoint,
+    if any, is left as it was."""
 
 
 @dataclass
@@ -82,6 +85,8 @@ class _Run:
     resumed_position: Optional[EpochTotals] = None  # where in start_epoch a mid-epoch checkpoint left off
     # A backbone of your own as it was passed, untrained: the random-init baseline (cfg cannot build it).
     initial_backbone: Optional[nn.Module] = None
+    amp_requested: str = "auto"  # run.amp as the user set it; cfg.run.amp holds what the run uses
+    threads: Optional[ThreadTuner] = None  # run.threads=auto on a CPU with several usable cores
 
 
 def pretrain(cfg: Config, resume: bool = False, stop: Optional[StopRequest] = None,
@@ -128,7 +133,13 @@ def _set_up(cfg: Config, resume: bool, stop: StopRequest, backbone: Optional[nn.
         check_resume(saved, cfg, Path(cfg.run.out_dir))
     cfg = resolve(cfg)
     device = dist.init(cfg.run.device)
+    amp_requested = cfg.run.amp
+    saved_amp = saved["config"]["run"]["amp"] if saved is not None else None
+    if saved is not None and cfg.run.amp in ("auto", saved_amp):  # unchanged: what the run was asked for and
+        amp_requested = saved.get("amp_requested", saved_amp)  # what it uses now (fp32 after leaving bf16)
+        cfg.run.amp = saved_amp
     cfg.run.amp, precision = speed.resolve_amp(cfg.run.amp, device)  # saved as chosen: a resume keeps it
+    thread_counts, threads_words = plan_threads(cfg.run.threads, device.type, cfg.run.deterministic)
     reset_peak_memory(device)  # this run's peak, not that of an earlier run in the same process
     git_commit()  # the commit the report will name: the code as it is now, when this process runs it
     local_batch_size(cfg.optim.batch_size)  # the global batch must split evenly: fail before any output
@@ -145,7 +156,8 @@ def _set_up(cfg: Config, resume: bool, stop: StopRequest, backbone: Optional[nn.
     method = build_method(cfg, train_set.channels, backbone).to(device)
     optimizer = build_optimizer(method.param_groups(), cfg.optim)
     loader = build_train_loader(train_set, cfg, method.num_views, device)
-    train_step = TrainStep(method, optimizer, LrSchedule.from_config(cfg, len(loader)), cfg, device, log.warn)
+    train_step = TrainStep(method, optimizer, LrSchedule.from_config(cfg, len(loader)), cfg, device, log.warn,
+                           amp_requested=amp_requested)
     knn = None
     if eval_set is not None:
         knn = KnnMonitor(train_set, eval_set, k=cfg.monitor.knn_k, t=cfg.monitor.knn_t, device=device,
@@ -154,7 +166,8 @@ def _set_up(cfg: Config, resume: bool, stop: StopRequest, backbone: Optional[nn.
     poll = Poll(stop, cfg.run.checkpoint_every_steps, cfg.run.checkpoint_every_minutes,
                 cfg.run.epoch_checkpoint_minutes)
     run = _Run(cfg, device, run_dir, log, method, optimizer, loader, train_step, knn, images, poll, eval_set,
-               initial_backbone=initial_backbone)
+               initial_backbone=initial_backbone, amp_requested=amp_requested,
+               threads=ThreadTuner(thread_counts, log.info) if thread_counts else None)
     if saved is not None:
         _restore(run, saved)
         return run
@@ -163,7 +176,7 @@ def _set_up(cfg: Config, resume: bool, stop: StopRequest, backbone: Optional[nn.
         log.info(f"run {run_dir}: {cfg.method}, {_backbone_words(cfg, method)}, "
                  f"{describe(train_set)}, batch {cfg.optim.batch_size}, lr {train_step.schedule.peak_lr:.4g}, "
                  f"{cfg.optim.epochs} epochs x {len(loader)} steps, device {device}, "
-                 f"{loader.describe()}, {dist.world_size()} process(es), precision {precision}")
+                 f"{loader.describe()}, {dist.world_size()} process(es), precision {precision}, {threads_words}")
     return run
 
 
@@ -250,7 +263,7 @@ def _train_epochs(run: _Run) -> RunResult:
         position, run.resumed_position = run.resumed_position, None
         run.log.start_epoch(epoch, cfg.optim.epochs, len(run.loader))
         totals = run_epoch(run.train_step, run.loader, epoch, run.step, run.device, _AfterStep(run, epoch),
-                           totals=position)  # counts run.step on
+                           totals=position, threads=run.threads)  # counts run.step on
         run.log.end_epoch()
         if totals.stopped:
             _stop(run, epoch, totals, result)
@@ -307,6 +320,8 @@ class _AfterStep:
     def __call__(self, step: int, out: dict, images: int, totals: EpochTotals) -> bool:
         run = self.run
         run.step = step
+        if out["verdict"] != APPLIED:
+            _not_applied(run, step, out["verdict"])
         self.logger(step, out, images)
         save, stop = run.poll.after_step(step)
         if totals.batches >= len(run.loader) or not run.method.resumable_at(totals.batches):
@@ -314,6 +329,23 @@ class _AfterStep:
         if save and not stop:
             _checkpoint(run, self.epoch, totals)
         return stop
+
+
+def _not_applied(run: _Run, step: int, verdict: str) -> None:
+    """A step with non-finite gradients was skipped (finite_guard.py): leave bf16 for good, or stop."""
+    if verdict == SWITCH_TO_FP32:
+        run.cfg.run.amp = "off"  # the checkpoints' config from here on: a resume keeps fp32
+        run.log.warn(switch_line(step, run.device.type))
+        run.log.write({"kind": "precision", "step": step, "amp": "off",
+                       "reason": "non-finite gradients under bf16 (run.amp=auto)"})
+        if dist.is_main():
+            ckpt_io.write_atomic(run.run_dir / "config.json",
+                                 lambda fh: fh.write(json.dumps(run.cfg.to_dict(), indent=2).encode()))
+    elif verdict == STOP:
+        guard = run.train_step.nonfinite
+        run.log.write({"kind": "diverged", "step": step, "reason": "non-finite gradients", "amp": run.cfg.run.amp})
+        raise TrainingDiverged(stop_message(guard.first_skipped_step + 1, step, run.cfg.run.amp, run.run_dir,
+                                            has_checkpoint=(run.run_dir / "checkpoint.pt").exists()))
 
 
 class _StepLogger:
@@ -330,7 +362,7 @@ class _StepLogger:
         postfix = None
         if step % run.cfg.run.log_every == 0:
             loss = dist.all_reduce_mean(out["loss"].detach()).item()
-            if not math.isfinite(loss):
+            if not math.isfinite(loss) and out["verdict"] == APPLIED:  # a skipped step's loss: the guard's
                 _diverged(run, self.epoch, step, loss)
             now = time.perf_counter()
             ips = self.images / (now - self.since)
@@ -352,15 +384,18 @@ def _epoch_record(run: _Run, epoch: int, totals: EpochTotals) -> dict:
         examples = ", ".join(str(p) for p in dist.all_gather_objects(totals.skipped)[:2])
         raise ValueError(f"epoch {epoch + 1} had no usable batch: every image was unreadable (e.g. {examples}); "
                          f"check the files under data.data_dir={cfg.data.data_dir} (are they images? readable?)")
-    loss = dist.all_reduce_mean(totals.loss_sum / totals.steps).item()
+    applied = max(totals.applied_steps, 1)  # the same on every rank: the ranks skip together
+    loss = dist.all_reduce_mean(totals.loss_sum / applied).item()
     if not math.isfinite(loss):
         _diverged(run, epoch, run.step, loss)
-    std = dist.all_reduce_mean(totals.std_sum / totals.steps).item()
+    std = dist.all_reduce_mean(totals.std_sum / applied).item()
     record = {"kind": "epoch", "epoch": epoch, "epochs_done": epoch + 1, "step": run.step, "loss": loss,
               "z_std": std, "z_std_sqrt_d": normalised_std(std, totals.last["z"].shape[1]), "lr": totals.last["lr"],
               "epoch_seconds": round(totals.seconds, 2),
               "images_per_s": round(totals.steps * cfg.optim.batch_size / totals.seconds, 1),
               **peak_memory(run.device)}
+    if totals.skipped_steps:
+        record["skipped_steps"] = totals.skipped_steps
     all_skipped = dist.all_gather_objects(totals.skipped)  # collective: every rank calls it, skipped or not
     if all_skipped:
         record["skipped_images"] = len(all_skipped)
@@ -392,7 +427,9 @@ def _checkpoint(run: _Run, epochs_done: int, position: Optional[EpochTotals] = N
     """The run's state to ``checkpoint.pt``, atomically; mid-epoch, ``position`` says where in epoch
     ``epochs_done`` (the steps done in it, the sums so far) the run continues."""
     if dist.is_main():
-        extra = {"position": position.state()} if position is not None else None
+        extra = {"amp_requested": run.amp_requested}
+        if position is not None:
+            extra["position"] = position.state()
         ckpt_io.save_atomic(ckpt_io.make_checkpoint(model=run.method, optimizer=run.optimizer, epoch=epochs_done,
                                                     step=run.step, config=run.cfg.to_dict(), extra=extra),
                             run.run_dir / "checkpoint.pt")
@@ -403,8 +440,9 @@ def _checkpoint(run: _Run, epochs_done: int, position: Optional[EpochTotals] = N
 
 def _epoch_line(r: dict, cfg: Config) -> str:
     knn = f"  kNN {r['knn_acc']:.2f}%" if "knn_acc" in r else ""
+    skipped = f"  {r['skipped_steps']} step(s) skipped (non-finite gradients)" if r.get("skipped_steps") else ""
     return (f"epoch {r['epochs_done']}/{cfg.optim.epochs}  loss {r['loss']:.4f}  std*sqrt(d) {r['z_std_sqrt_d']:.3f}"
-            f"{knn}  {r['images_per_s']:.0f} img/s  {r['epoch_seconds']:.0f}s")
+            f"{knn}  {r['images_per_s']:.0f} img/s  {r['epoch_seconds']:.0f}s{skipped}")
 
 
 def _last_epoch_record(run_dir: Path) -> dict:
@@ -414,9 +452,13 @@ def _last_epoch_record(run_dir: Path) -> dict:
 
 def _diverged(run: _Run, epoch: int, step: int, value: float):
     run.log.write({"kind": "diverged", "epoch": epoch, "step": step, "loss": value})
+    if run.cfg.run.amp == "bf16":  # bf16's narrower mantissa, or one of its kernels, is then a suspect too
+        advice = (f"the run was in bf16: resume it in fp32 with: simsiam pretrain --resume {run.run_dir} run.amp=off "
+                  "(or lower optim.base_lr / add optim.warmup_epochs and start anew)")
+    else:
+        advice = "lower optim.base_lr or add optim.warmup_epochs, then start anew (resuming would replay the same steps)"
     raise TrainingDiverged(
-        f"the loss became {value} at step {step} (epoch {epoch + 1}); training stopped. {_last_checkpoint(run)}"
-        "lower optim.base_lr or add optim.warmup_epochs, then start anew (resuming would replay the same steps)")
+        f"the loss became {value} at step {step} (epoch {epoch + 1}); training stopped. {_last_checkpoint(run)}{advice}")
 
 
 def _last_checkpoint(run: _Run) -> str:

@@ -18,10 +18,13 @@ from ..resolve import resolve
 
 CHANGEABLE_ON_RESUME = ("optim.epochs", "run.out_dir", "run.quiet", "run.device", "run.log_every", "run.loggers",
                         "run.checkpoint_every_steps", "run.checkpoint_every_minutes", "run.keep_checkpoints",
-                        "run.epoch_checkpoint_minutes",
+                        "run.epoch_checkpoint_minutes", "run.threads",
                         "data.data_dir", "data.num_workers", "data.eval_limit", "monitor.",
                         # the same draws, the same views to float rounding: how they are computed
-                        "data.augment_kernel")
+                        "data.augment_kernel",
+                        # precision changes rounding only, and fp32 is the way out of a bf16 fault
+                        # (train/finite_guard.py)
+                        "run.amp")
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

@@ -5,6 +5,7 @@ the step that trains.
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Callable
 
@@ -17,6 +18,7 @@ from ..optim import cosine_lr, scaled_lr, set_lr
 from ..parallel import distributed as dist
 from ..parallel.sync_bn import convert_sync_batchnorm
 from . import speed
+from .finite_guard import APPLIED, SWITCH_TO_FP32, NonFiniteSteps, gradients_finite
 
 
 @dataclass(frozen=True)
@@ -68,26 +70,39 @@ def wrap_for_training(method: Method, cfg: Config, device: torch.device,
 
 
 class TrainStep:
-    """One SGD step of the method on a batch of views; ``step`` counts the steps taken so far."""
+    """One SGD step of the method on a batch of views; ``step`` counts the steps taken so far.
+
+    A step whose gradients are not finite is not applied (train/finite_guard.py); ``amp_requested``
+    is ``run.amp`` as the user set it (``cfg.run.amp`` may hold what "auto" resolved to), which
+    decides whether such a step switches the run from bf16 to fp32.
+    """
 
     def __init__(self, method: Method, optimizer: torch.optim.Optimizer, schedule: LrSchedule, cfg: Config,
-                 device: torch.device, warn: Callable[[str], None] = print):
+                 device: torch.device, warn: Callable[[str], None] = print, amp_requested: str = ""):
         self.method, self.optimizer, self.schedule = method, optimizer, schedule
         self.loss_module = wrap_for_training(method, cfg, device, warn)
         self.autocast = speed.autocast(cfg.run.amp, device)
+        self.nonfinite = NonFiniteSteps(amp_requested or cfg.run.amp,
+                                        bf16=speed.amp_dtype(cfg.run.amp, device) is torch.bfloat16)
+        self.parameters = [p for p in method.parameters() if p.requires_grad]
         self.channels_last = cfg.run.channels_last
 
     def __call__(self, views: tuple[torch.Tensor, ...], step: int) -> dict[str, torch.Tensor]:
-        """Returns the method's outputs (``loss``, ``z``) and the ``lr`` the step used."""
+        """Returns the method's outputs (``loss``, ``z``), the ``lr`` the step used and the guard's
+        ``verdict`` on its gradients (finite_guard: APPLIED, or why the step was skipped)."""
         lr = self.schedule(step)
         set_lr(self.optimizer, lr)  # groups tagged fix_lr (the predictor, Table 1c) keep theirs
         with self.autocast:
             out = self.loss_module(speed.to_memory_format(views, self.channels_last))
         self.optimizer.zero_grad(set_to_none=True)
         out["loss"].backward()
-        self.optimizer.step()
-        self.method.on_step_end(step, self.schedule.total_steps)  # e.g. a momentum encoder's update
-        return {**out, "lr": lr}
+        verdict = self.nonfinite.verdict(gradients_finite(self.parameters), step)
+        if verdict == APPLIED:
+            self.optimizer.step()
+            self.method.on_step_end(step, self.schedule.total_steps)  # e.g. a momentum encoder's update
+        elif verdict == SWITCH_TO_FP32:
+            self.autocast = contextlib.nullcontext()
+        return {**out, "lr": lr, "verdict": verdict}
 
     @property
     def compile_state(self) -> str:
