@@ -17,7 +17,7 @@ def _randomise_bn(net: nn.Module, seed: int) -> nn.Module:
             m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=g) * 0.1)
             m.running_var.copy_(torch.rand(m.running_var.shape, generator=g) + 0.5)
             if m.affine:
-                m.weight.data.copy_(torch.rand(m.weight.shape, generator=g) + 0.5)
+                m.weight.data.copy_(torch.rand(m.weight.shape, generator=g) * 0.4 + 0.3)  # < 1: features stay O(1)
                 m.bias.data.copy_(torch.randn(m.bias.shape, generator=g) * 0.1)
     return net
 
