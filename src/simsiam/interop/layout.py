@@ -80,8 +80,8 @@ def refuse_unexpected(keys, source: str, fmt: str, expected: str) -> None:
     keys = sorted(keys)
     if keys:
         shown = ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
-        raise CheckpointError(f"{source}: {len(keys)} unexpected key(s) for --from {fmt} ({shown}); a {fmt} "
-                              f"checkpoint holds {expected}. Is it of another format or method?")
+        raise CheckpointError(f"{source}: {len(keys)} unexpected key(s) for --from {fmt} ({shown}), which expects "
+                              f"{expected}; is the file of another format or method?")
 
 
 def describe_architecture(keys) -> str:
