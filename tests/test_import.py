@@ -14,6 +14,7 @@ from fixtures_foreign import OfficialSimSiam, official_as_lightly, official_as_s
 
 from simsiam.artifacts.checkpoint import CheckpointError
 from simsiam.cli import main
+from simsiam.eval.export import export_checkpoint
 from simsiam.eval.pretrained import load_pretrained
 from simsiam.interop import import_checkpoint
 
@@ -122,6 +123,12 @@ def test_a_timm_state_dict_imports_by_its_model_name(tmp_path):
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(model.backbone(x), source(x), atol=1e-5, rtol=1e-5)
+    # and out again as a Hugging Face folder, whose printed lines load the backbone in plain timm
+    res = export_checkpoint(res.run_dir, "hf", tmp_path / "hf")
+    scope: dict = {}
+    exec(res.how_to_load.split("# without it", 1)[1].split("\n", 1)[1], scope)  # noqa: S102 -- the printed lines
+    with torch.no_grad():
+        torch.testing.assert_close(scope["model"].eval()(x), source(x), atol=1e-5, rtol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------ bad input
@@ -185,3 +192,10 @@ def test_a_shape_that_does_not_fit_is_named(official18, tmp_path):
     torch.save(saved, tmp_path / "bad.pth.tar")
     with pytest.raises(CheckpointError, match=r"layer1\.0\.bn1\.running_var \(3,\) in the file"):
         import_checkpoint(tmp_path / "bad.pth.tar", "official", tmp_path / "r")
+
+
+def test_an_imported_run_is_not_resumed_as_a_training_run(official18, tmp_path, capsys):
+    _, path = official18
+    import_checkpoint(path, "official", tmp_path / "run", preset="digits")
+    err = _refused(capsys, "pretrain", "--resume", str(tmp_path / "run"))
+    assert "it was imported" in err and "holds weights, not a training state" in err

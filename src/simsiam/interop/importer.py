@@ -98,7 +98,9 @@ def _heads_config(cfg: Config, proj: Optional[Head], pred: Optional[Head], sourc
     m.pred_hidden = pred.hidden if pred is not None else m.dim // 4
 
 
-def _config(parts: Parts, fmt: str, source: str, base: Config, timm_channels: int) -> tuple[Config, int, str]:
+def _config(parts: Parts, fmt: str, source: str, base: Config, timm_channels: int,
+            heads: dict[str, Head]) -> tuple[Config, int, str]:
+    """The imported run's config: ``base`` (a preset: the data settings) with the model read from the file."""
     cfg = base
     cfg.method = "simsiam"
     cfg.model.pool_grid, cfg.model.feature_stages = 1, 1  # a standard trunk pools globally
@@ -107,9 +109,7 @@ def _config(parts: Parts, fmt: str, source: str, base: Config, timm_channels: in
     else:
         cfg.model.backbone, cfg.model.width, in_channels, said = resnet_backbone(parts.trunk, source, fmt)
     cfg.model.in_channels = in_channels
-    proj = read_head(parts.projector, "projector", parts.origin.get("projector", ""), source) if parts.projector else None
-    pred = read_head(parts.predictor, "predictor", parts.origin.get("predictor", ""), source) if parts.predictor else None
-    _heads_config(cfg, proj, pred, source)
+    _heads_config(cfg, heads.get("projector"), heads.get("predictor"), source)
     epoch = parts.meta.get("epoch")
     if isinstance(epoch, int) and epoch > 0:
         cfg.optim.epochs = epoch
@@ -166,12 +166,12 @@ def import_checkpoint(source: str | Path, fmt: str, out: str | Path, *, preset: 
             channels = next((int(v.shape[1]) for v in parts.trunk.values() if v.dim() == 4), 3)
         else:
             parts, channels = SPLITTERS[fmt](obj, where), 3
-        cfg, in_channels, said = _config(parts, fmt, where, base, channels)
+        heads = {role: read_head(getattr(parts, role), role, parts.origin.get(role, ""), where)
+                 for role in ("projector", "predictor") if getattr(parts, role)}
+        cfg, in_channels, said = _config(parts, fmt, where, base, channels, heads)
         mapped = {f"backbone.{k}": v for k, v in parts.trunk.items()}
-        for role in ("projector", "predictor"):
-            part = getattr(parts, role)
-            if part:
-                mapped.update(head_tensors(part, role, read_head(part, role, parts.origin[role], where), notes))
+        for role, head in heads.items():
+            mapped.update(head_tensors(getattr(parts, role), role, head, notes))
         absent = {role for role in ("projector", "predictor") if not getattr(parts, role)}
     if dataset:
         cfg.data.dataset = dataset
