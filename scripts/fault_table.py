@@ -309,7 +309,40 @@ def run_cases(work: Path) -> list[Row]:
     signal_run(t, "two SIGTERMs in a row (exit at once)", work / "twice", [signal.SIGTERM, signal.SIGTERM],
                after_step=2)
     _kill9_during_writes(t, work)
+    _import_cases(t, work)
     return t.rows
+
+
+def _import_cases(t: Table, work: Path) -> None:
+    """`simsiam import` of bad files: another architecture, a cut file, unexpected keys, a lightly
+    checkpoint without its projector (the files built here in the formats' layouts)."""
+    import torch
+    import torchvision
+
+    trunk = torchvision.models.resnet18().state_dict()
+    heads = {"encoder.fc.0.weight": torch.randn(512, 512), "encoder.fc.6.weight": torch.randn(64, 512)}
+    official = {"epoch": 100, "arch": "resnet18",
+                "state_dict": {f"module.encoder.{k}": v for k, v in trunk.items() if not k.startswith("fc.")}}
+    official["state_dict"].update({f"module.{k}": v for k, v in heads.items()})
+    torch.save(official, work / "official.pth.tar")
+    data = (work / "official.pth.tar").read_bytes()
+    (work / "official_cut.pth.tar").write_bytes(data[: len(data) // 2])
+    extra = {**official, "state_dict": {**official["state_dict"], "module.queue": torch.zeros(8, 4)}}
+    torch.save(extra, work / "official_extra.pth.tar")
+    vit = {"epoch": 100, "arch": "vit_small", "state_dict": {
+        "module.encoder.cls_token": torch.zeros(1, 1, 8), "module.encoder.pos_embed": torch.zeros(1, 5, 8),
+        "module.encoder.patch_embed.proj.weight": torch.zeros(8, 3, 16, 16)}}
+    torch.save(vit, work / "vit.pth.tar")
+    lightly = {"state_dict": {f"backbone.{k}": v for k, v in trunk.items() if not k.startswith("fc.")}}
+    torch.save(lightly, work / "lightly_no_projector.ckpt")
+    out = str(work / "imported")
+    for fault, name, fmt in [("import: a ViT checkpoint where a ResNet is expected", "vit.pth.tar", "official"),
+                             ("import: a truncated checkpoint", "official_cut.pth.tar", "official"),
+                             ("import: a state dict with unexpected keys", "official_extra.pth.tar", "official"),
+                             ("import: a lightly checkpoint without its projector", "lightly_no_projector.ckpt",
+                              "lightly"),
+                             ("import: a checkpoint holding a pickled object", "pickled.pt", "official")]:
+        t.cli(fault, "import", str(work / name), "--from", fmt, "--out", out)
 
 
 def _grep(path: Path, word: str) -> str:

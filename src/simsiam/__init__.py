@@ -8,6 +8,7 @@ Public API::
     model, cfg = load_pretrained(result.run_dir)
     table = finetune(result.run_dir, label_fractions=["1%", "10%"])  # is pretraining worth it?
     classifier, meta, cfg = load_classifier(table["out_dir"] + "/models/finetune-10pct-seed0.pt")
+    run = import_checkpoint("checkpoint_0099.pth.tar", "official", "runs/official").run_dir  # others' weights
 
 Where things live: docs/ARCHITECTURE.md.
 """
@@ -17,6 +18,7 @@ from .downstream import FinetuneRecipe, finetune
 from .eval.classifier import load_classifier
 from .eval.predict import predict_folder
 from .eval.pretrained import knn_evaluate, load_pretrained
+from .interop import import_checkpoint
 from .resolve import resolve
 from .train.pretrain import RunResult, TrainingDiverged, pretrain
 from .version import __version__
@@ -24,5 +26,5 @@ from .version import __version__
 __all__ = [
     "__version__", "Config", "ConfigError", "apply_overrides", "resolve", "PRESETS", "get_preset",
     "pretrain", "RunResult", "TrainingDiverged", "load_pretrained", "knn_evaluate", "finetune", "FinetuneRecipe",
-    "load_classifier", "predict_folder",
+    "load_classifier", "predict_folder", "import_checkpoint",
 ]

@@ -76,22 +76,33 @@ def save_atomic(obj: dict, path: str | Path) -> Path:
 
 
 def load(path: str | Path, map_location: Any = "cpu") -> dict:
-    """Load a checkpoint safely (tensors and plain containers only)."""
+    """Load a checkpoint safely (tensors and plain containers only): a checkpoint file, a run
+    directory (its ``checkpoint.pt``) or a pretrained folder (``model.safetensors`` + ``config.json``,
+    written by ``simsiam export --format hf``)."""
     path = Path(path)
     if path.is_dir():
+        if not (path / "checkpoint.pt").exists() and is_pretrained_folder(path):
+            return read_pretrained_folder(path)
         path = path / "checkpoint.pt"
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {str(path)!r}: give a checkpoint file or a run directory "
                               "that holds checkpoint.pt (written by `simsiam pretrain`)")
+    ckpt = read_untrusted(path, map_location)
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise CheckpointError(f"{str(path)!r} is not a simsiam checkpoint (no 'model' and 'config' entries)")
+    return ckpt
+
+
+def read_untrusted(path: str | Path, map_location: Any = "cpu") -> Any:
+    """Whatever a torch file holds, read without unpickling code (tensors, containers, strings and
+    numbers only); a file that is not one, is cut short or holds objects raises ``CheckpointError``."""
+    path = Path(path)
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except OSError:
         raise  # unreadable file (permissions, I/O): the CLI names the path and the cause
     except Exception as err:  # corrupt file, or one that holds pickled objects we refuse to run
         raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {_why_unreadable(path, err)}") from err
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-        raise CheckpointError(f"{str(path)!r} is not a simsiam checkpoint (no 'model' and 'config' entries)")
-    return ckpt
 
 
 def _why_unreadable(path: Path, err: Exception) -> str:
@@ -104,6 +115,43 @@ def _why_unreadable(path: Path, err: Exception) -> str:
     if head[:2] != b"PK" and head[:1] != b"\x80":
         return "it is not a checkpoint file (no torch.save archive; a text or other file?)"
     return "it is truncated or corrupt (an interrupted copy or download?); copy it again or use another checkpoint"
+
+
+# A pretrained folder in the Hugging Face convention (``simsiam export --format hf``, eval/export_hf.py):
+# ``model.safetensors`` holds the whole model's state dict under this package's names, with the
+# ``{"format": "pt"}`` metadata the Hub's loaders expect; ``config.json`` the run's config under
+# "config", beside a few facts a reader needs without this package; ``README.md`` the model card.
+# Safetensors holds tensors only: reading the folder runs no code.
+PRETRAINED_WEIGHTS, PRETRAINED_CONFIG, PRETRAINED_FORMAT = "model.safetensors", "config.json", "simsiam-pretrained"
+
+
+def is_pretrained_folder(path: str | Path) -> bool:
+    return (Path(path) / PRETRAINED_WEIGHTS).is_file() and (Path(path) / PRETRAINED_CONFIG).is_file()
+
+
+def read_pretrained_folder(path: str | Path) -> dict:
+    """A pretrained folder shaped as a checkpoint: ``{"model", "config", "epoch", "folder": config.json}``."""
+    import json
+
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    try:
+        info = json.loads((path / PRETRAINED_CONFIG).read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{str(path / PRETRAINED_CONFIG)!r} is not valid JSON ({err}); export the run "
+                              "again") from err
+    if not isinstance(info, dict) or info.get("format") != PRETRAINED_FORMAT or not isinstance(info.get("config"), dict):
+        raise CheckpointError(f"{str(path)!r} holds {PRETRAINED_WEIGHTS} and {PRETRAINED_CONFIG} but not in this "
+                              f"package's layout (no \"format\": \"{PRETRAINED_FORMAT}\" with a \"config\"); for "
+                              "another model's weights use `simsiam import FILE --from torchvision|timm:<name>`")
+    try:
+        state = load_file(path / PRETRAINED_WEIGHTS)
+    except (SafetensorError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"cannot read {str(path / PRETRAINED_WEIGHTS)!r}: it is truncated or corrupt "
+                              f"({str(err).splitlines()[0]}); copy the folder again") from err
+    return {"model": state, "config": info["config"], "epoch": info.get("epochs_done", 0), "folder": info}
 
 
 def remove_stale_temporaries(run_dir: Path) -> list[Path]:

@@ -4,6 +4,7 @@ from . import (
     embed,
     export,
     finetune,
+    import_,
     knn,
     linear,
     predict,
@@ -15,4 +16,4 @@ from . import (
     visualize,
 )
 
-COMMANDS = [pretrain, knn, linear, finetune, predict, embed, similar, export, visualize, presets, reproduce, sweep, bench]
+COMMANDS = [pretrain, knn, linear, finetune, predict, embed, similar, export, import_, visualize, presets, reproduce, sweep, bench]

@@ -7,6 +7,8 @@
 * ``detectron2``: keys renamed to detectron2's ResNet names (``stem.conv1``, ``res2.0.conv1.norm``,
   ``res2.0.shortcut`` ...) in ``{"model": ..., "__author__": "simsiam", "matching_heuristics": True}``,
   a torch file that detectron2's ``DetectionCheckpointer`` reads (``MODEL.WEIGHTS``).
+* ``hf``: a pretrained folder in the Hugging Face convention (``model.safetensors``, ``config.json``, a
+  model card), which ``load_pretrained`` and every evaluation command read back (``export_hf.py``).
 * ``onnx``: the backbone (with ``include_heads``, backbone + projector) as an ONNX graph with a
   dynamic batch axis (``export_onnx.py``), for onnxruntime and every other ONNX runtime.
 
@@ -30,7 +32,7 @@ from .export_onnx import export_onnx, onnxruntime_how_to
 from .normalisation import training_normalisation
 from .pretrained import load_pretrained
 
-FORMATS = ("torchvision", "safetensors", "detectron2", "onnx")
+FORMATS = ("torchvision", "safetensors", "detectron2", "onnx", "hf")
 
 
 @dataclass
@@ -83,7 +85,8 @@ def _torchvision_constructor(cfg: Config) -> str:
     return TORCHVISION_EQUIVALENT.get(cfg.model.backbone, cfg.model.backbone.partition("_")[0])
 
 
-def torchvision_how_to_load(backbone: nn.Module, cfg: Config, path: Path, num_classes: int = 0) -> str:
+def torchvision_how_to_load(backbone: nn.Module, cfg: Config, path: Path, num_classes: int = 0,
+                            load_expr: str = "") -> str:
     """Python lines that build a matching torchvision model and load the export (runnable as they are).
 
     A standard backbone needs only the stock constructor. Otherwise the lines rebuild what differs
@@ -92,6 +95,7 @@ def torchvision_how_to_load(backbone: nn.Module, cfg: Config, path: Path, num_cl
     torchvision's ``ResNet._make_layer``, the pooling grid, and for features from several stages a
     ``features(x)`` function (torchvision's forward gives the last stage's only). A fine-tuned
     classifier (``num_classes``) is the export's ``fc``, so the file loads with nothing missing.
+    ``load_expr``: the state dict as the lines get it (default: ``torch.load`` of ``path``).
     """
     ctor = _torchvision_constructor(cfg)
     width = cfg.model.width
@@ -126,8 +130,8 @@ def torchvision_how_to_load(backbone: nn.Module, cfg: Config, path: Path, num_cl
         lines.append(f"model.fc = torch.nn.Linear({backbone.num_features}, {num_classes})  # the fine-tuned classifier")
     elif width != 64 or grid != 1:
         lines.append(f"model.fc = torch.nn.Linear({last_stage_features}, 1000)")
-    lines.append(f"missing, unexpected = model.load_state_dict(torch.load({str(path)!r}, weights_only=True), "
-                 "strict=False)")
+    load_expr = load_expr or f"torch.load({str(path)!r}, weights_only=True)"
+    lines.append(f"missing, unexpected = model.load_state_dict({load_expr}, strict=False)")
     lines.append("# missing == []: model(x) gives the class logits" if num_classes and len(grids) == 1 else
                  "# missing == []: model.fc(features(x)) gives the class logits (features below)" if num_classes else
                  "# missing == ['fc.weight', 'fc.bias']: add your own head, or model.fc = torch.nn.Identity() "
@@ -206,6 +210,11 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, out: str | Path, include
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    if fmt == "hf":
+        from .export_hf import export_hf
+
+        num_tensors, how = export_hf(checkpoint, out, torchvision_how_to_load)
+        return ExportResult(path=Path(out), format=fmt, num_tensors=num_tensors, how_to_load=how)
     if include_heads and fmt not in ("safetensors", "onnx"):
         raise ValueError("--include-heads is only for --format safetensors (the whole model) and onnx (backbone + "
                          "projector); the torchvision and detectron2 formats hold the backbone only")

@@ -54,6 +54,9 @@ def refused_changes(saved: dict, cfg: Config) -> dict[str, tuple]:
 def check_resume(saved: dict, cfg: Config, run_dir: Path) -> None:
     """Refuse, in one line, settings that differ from those of the checkpoint ``saved`` and cannot
     change mid-run, and fewer epochs than the run has done."""
+    if "imported_from" in saved:  # weights without an optimiser state or a position to continue from
+        raise ConfigError(f"cannot resume {run_dir}: it was imported (`simsiam import`) and holds weights, not a "
+                          "training state; evaluate it (knn, linear, embed) or fine-tune it (finetune)")
     refused = refused_changes(saved["config"], cfg)
     if refused:
         listed = ", ".join(f"{k}={now!r} (the run has {then!r})" for k, (then, now) in refused.items())
