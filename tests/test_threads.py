@@ -76,7 +76,7 @@ class FakeMachine:
 def test_tuner_keeps_the_fastest_count_and_probes_again_when_the_load_changes():
     machine = FakeMachine({1: 0.10, 2: 0.06})  # a quiet machine: 2 threads win
     tuner = ThreadTuner([1, 2], machine.said.append, machine.set_threads)
-    probe_steps = PROBE_ROUNDS * 2 * (PROBE_STEPS + 1)
+    probe_steps = PROBE_ROUNDS * 2 * PROBE_STEPS
     machine.run(tuner, probe_steps)
     assert not tuner.probing and tuner.chosen == 2 and machine.threads == 2
     assert machine.said == ["threads 2 (run.threads=auto; median step with 1: 100 ms, 2: 60 ms)"]
@@ -86,8 +86,16 @@ def test_tuner_keeps_the_fastest_count_and_probes_again_when_the_load_changes():
     assert tuner.probes == 1
 
     machine.seconds = {1: 0.12, 2: 0.60}  # another process took a core: 2 threads wait at barriers
-    machine.run(tuner, threads.MIN_STEPS_BETWEEN_PROBES + probe_steps)
-    assert tuner.probes == 2 and tuner.chosen == 1 and machine.threads == 1
+    for _ in range(threads.WATCH_STEPS):  # the window's median moves past JUMP within it
+        machine.run(tuner, 1)
+        if tuner.probes == 2:
+            break
+    assert tuner.probes == 2
+    steps_at = []
+    while tuner.probing:  # the slow count is dropped after its first step: one costly step, not four
+        steps_at.append(machine.threads)
+        machine.run(tuner, 1)
+    assert steps_at.count(2) == 1 and tuner.chosen == 1 and machine.threads == 1
     assert "step time moved from 60 to " in machine.said[1] and machine.said[2].startswith("threads 1 ")
 
 

@@ -11,7 +11,8 @@ preset trained at 55-64 images/s with 2 threads beside another process and at 43
   cgroup's CPU quota, :func:`usable_cores`); with one core there is nothing to choose;
 - :class:`ThreadTuner` times the training steps themselves -- no extra work, the steps train as
   usual -- a few at each candidate, in alternating rounds so that a change of load hits all alike,
-  and keeps the fastest; the batched pipeline's C kernel follows (it runs on torch's thread count);
+  drops at once a candidate twice as slow as the best so far, and keeps the fastest; the batched
+  pipeline's C kernel follows (it runs on torch's thread count);
 - afterwards it watches the step time: when the median of the last steps moves by more than
   :data:`JUMP` from what the chosen count gave (another process arrived, or left), it probes again.
 
@@ -31,8 +32,11 @@ from typing import Callable, Optional
 
 import torch
 
-PROBE_STEPS = 3  # timed steps per candidate in a round (the first step after a change is not timed)
+PROBE_STEPS = 2  # timed steps per candidate in a round
 PROBE_ROUNDS = 2
+# A candidate whose step takes this many times the fastest median seen is out of the probe at once:
+# beside a busy process, 2 threads on 2 cores take 5-10x as long as 1, and each such step is costly.
+DROP_FACTOR = 2.0
 WATCH_STEPS = 10  # steps whose median is compared with the chosen count's
 JUMP = 0.3  # a relative change of that median which calls for a new probe
 MIN_STEPS_BETWEEN_PROBES = 50
@@ -111,11 +115,10 @@ class ThreadTuner:
         self._start_probe()
 
     def _start_probe(self) -> None:
-        # Each candidate: one untimed iteration after the change (its pool spins up), then PROBE_STEPS timed.
-        self.schedule = [(c, i > 0) for _ in range(PROBE_ROUNDS) for c in self.counts for i in range(PROBE_STEPS + 1)]
+        self.schedule = [c for _ in range(PROBE_ROUNDS) for c in self.counts for _ in range(PROBE_STEPS)]
         self.times: dict[int, list[float]] = {c: [] for c in self.counts}
         self.probes += 1
-        self.set_threads(self.schedule[0][0])
+        self.set_threads(self.schedule[0])
 
     @property
     def probing(self) -> bool:
@@ -123,11 +126,13 @@ class ThreadTuner:
 
     def after_step(self, seconds: float) -> None:
         if self.schedule:
-            count, timed = self.schedule.pop(0)
-            if timed:
-                self.times[count].append(seconds)
+            count = self.schedule.pop(0)
+            self.times[count].append(seconds)
+            fastest = min((statistics.median(t) for c, t in self.times.items() if t and c != count), default=None)
+            if fastest is not None and seconds > DROP_FACTOR * fastest:
+                self.schedule = [c for c in self.schedule if c != count]
             if self.schedule:
-                self.set_threads(self.schedule[0][0])
+                self.set_threads(self.schedule[0])
             else:
                 self._choose()
             return
@@ -141,10 +146,10 @@ class ThreadTuner:
                 self._start_probe()
 
     def _choose(self) -> None:
-        medians = {c: statistics.median(t) for c, t in self.times.items()}
+        medians = {c: statistics.median(t) for c, t in self.times.items() if t}
         self.chosen = min(medians, key=lambda c: (medians[c], c))
         self.chosen_seconds = medians[self.chosen]
         self.since_probe, self.recent = 0, []
         self.set_threads(self.chosen)
-        timings = ", ".join(f"{c}: {medians[c] * 1e3:.0f} ms" for c in self.counts)
+        timings = ", ".join(f"{c}: {medians[c] * 1e3:.0f} ms" for c in self.counts if c in medians)
         self.say(f"threads {self.chosen} (run.threads=auto; median step with {timings})")
