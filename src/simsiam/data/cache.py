@@ -148,8 +148,8 @@ def build(dataset: ImageFiles, side: int, images_path: Path, workers: int, progr
         _reserve_disk(tmp, images_path.parent)
         kept, unreadable = [], []
         jobs = [(p, side, c) for p in dataset.paths]
-        bar = tqdm(total=n, desc=f"decoding {dataset.name} at {side}px", unit="img", disable=not progress)
-        with ProcessPoolExecutor(max_workers=workers, initializer=_quiet_worker) as pool:
+        with tqdm(total=n, desc=f"decoding {dataset.name} at {side}px", unit="img", disable=not progress) as bar, \
+                ProcessPoolExecutor(max_workers=workers, initializer=_quiet_worker) as pool:
             try:
                 for i, (pixels, why) in enumerate(pool.map(_decode_one, jobs, chunksize=64)):
                     if pixels is None:
@@ -161,7 +161,6 @@ def build(dataset: ImageFiles, side: int, images_path: Path, workers: int, progr
             except BaseException:
                 _stop_workers(pool)
                 raise
-        bar.close()
         out.flush()
         del out
         if len(kept) < n:  # rewrite without the gaps the unreadable files left at the end
