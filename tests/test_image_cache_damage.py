@@ -80,9 +80,9 @@ def _images_removed(images: Path, index: Path) -> None:
     (_truncate_images, "truncated or overwritten"),
     (_random_bytes, "does not match its checksum"),
     (_pickle_in_place, "truncated or overwritten"),
-    (_truncate_index, "index .* is damaged \\(JSONDecodeError"),
-    (_invalid_index, "index .* is damaged \\(no valid 'labels'\\)"),
-    (_binary_index, "index .* is damaged \\(UnicodeDecodeError"),
+    (_truncate_index, "has a damaged index, .*json \\(JSONDecodeError"),
+    (_invalid_index, "has a damaged index, .*json \\(no valid 'labels'\\)"),
+    (_binary_index, "has a damaged index, .*json \\(UnicodeDecodeError"),
     (_images_removed, "has lost its images file"),
 ])
 def test_a_damaged_cache_is_decoded_again_with_one_line_naming_it(tmp_path, monkeypatch, damage, why):

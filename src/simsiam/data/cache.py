@@ -47,7 +47,7 @@ from tqdm import tqdm
 from ..config import DataConfig
 from ..parallel import distributed as dist
 from ..paths import cache_root
-from .cache_check import FORMAT, file_checksum, problem, read_index, sources_fingerprint
+from .cache_check import FORMAT, MISSING, file_checksum, problem, read_index, sources_fingerprint
 from .errors import DecodeInterrupted, UnreadableImage
 from .files import ImageFiles, _decode
 from .memory import InMemoryImages
@@ -228,7 +228,7 @@ def cached(dataset: ImageFiles, side: int, cache_dir: Path, *, max_bytes: float 
         sources = sources_fingerprint(dataset.paths)  # before the decode: a file changed meanwhile is seen next time
         _, why = problem(index_path, images_path, sources, side, dataset.channels)
         if why:
-            if why == "missing":
+            if why == MISSING:
                 log(f"decoding {len(dataset)} images of {dataset.name} once into {images_path} "
                     f"({size / 2**20:.0f} MiB)")
             else:
@@ -243,8 +243,8 @@ def cached(dataset: ImageFiles, side: int, cache_dir: Path, *, max_bytes: float 
     dist.barrier()
     index, why = read_index(index_path)
     if index is None:
-        raise ValueError(f"the decoded-image cache {images_path} cannot be read: {why}; run again (it is decoded "
-                         "anew) or set data.cache=false")
+        raise ValueError(f"the decoded-image cache {images_path} {why}; run again (it is decoded anew) or set "
+                         "data.cache=false")
     # Copy-on-write mapping: pages are read on demand and shared between runs; nothing writes back.
     array = np.load(images_path, mmap_mode="c", allow_pickle=False)
     if array.dtype != np.uint8 or array.shape != (len(index["labels"]), dataset.channels, side, side):

@@ -30,6 +30,7 @@ from typing import Optional, Sequence
 from .names import name_bytes
 
 FORMAT = 3  # the index's layout; the cache key holds it too, so an older cache is never looked at
+MISSING = "has no index yet"  # a cache never built (or whose build was cut short): the usual first decode
 EDGE_BYTES = 4096  # how much of each source file's start and end goes into the fingerprint
 CHUNK = 16 * 2**20
 
@@ -72,16 +73,17 @@ def file_checksum(path: str | os.PathLike) -> dict:
 
 
 def read_index(index_path: Path) -> tuple[Optional[dict], str]:
-    """``(index, "")``, or ``(None, why)`` when the file is missing, not JSON, or not an index of this format."""
+    """``(index, "")``, or ``(None, why)`` when the file is missing (:data:`MISSING`), not JSON, or not an
+    index of this format; ``why`` is the rest of a sentence that starts with the cache's name."""
     try:
         text = index_path.read_bytes().decode("ascii")  # json.dump's default output is ASCII
         index = json.loads(text)
     except FileNotFoundError:
-        return None, "missing"
+        return None, MISSING
     except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        return None, f"its index {index_path.name} is damaged ({type(err).__name__}: {str(err)[:80]})"
+        return None, f"has a damaged index, {index_path.name} ({type(err).__name__}: {str(err)[:80]})"
     why = _malformed(index)
-    return (None, f"its index {index_path.name} is damaged ({why})") if why else (index, "")
+    return (None, f"has a damaged index, {index_path.name} ({why})") if why else (index, "")
 
 
 def _malformed(index) -> str:
@@ -100,13 +102,13 @@ def _malformed(index) -> str:
 
 
 def problem(index_path: Path, images_path: Path, sources: str, side: int, channels: int) -> tuple[Optional[dict], str]:
-    """``(index, "")`` when the cache can be used; else ``(None, why)``: "missing" for a cache never
-    built, otherwise what is wrong with it, as the rest of a sentence that starts with its name."""
+    """``(index, "")`` when the cache can be used; else ``(None, why)``: :data:`MISSING` for a cache
+    never built, otherwise what is wrong with it, as the rest of a sentence that starts with its name."""
     index, why = read_index(index_path)
     if index is None:
         return None, why
     if index["side"] != side or index["channels"] != channels:
-        return None, f"its index {index_path.name} describes another resolution or channel count"
+        return None, f"has an index, {index_path.name}, of another resolution or channel count"
     if index["sources"] != sources:
         return None, "is stale: its source images changed since they were decoded"
     try:
