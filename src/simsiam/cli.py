@@ -65,7 +65,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     except KeyboardInterrupt as err:  # a second stop signal (train/stop.py), or Ctrl-C outside training
         code = getattr(err, "exit_code", 130)
-        interrupts.handled(code)
+        interrupts.handled(code, by_signal=hasattr(err, "signum"))
         print(f"simsiam {args.command}: {_interrupted_line(err)}", file=sys.stderr)
         return code
     except Exception as err:
@@ -90,7 +90,7 @@ class _Interrupts:
     under ``nohup``, not off the main thread); ``train/stop.py`` installs its own during training."""
 
     def __init__(self):
-        self.state, self.code, self._installed = "running", 130, False
+        self.state, self.code, self.by_signal, self._installed = "running", 130, False, False
 
     def install(self) -> "_Interrupts":
         if (threading.current_thread() is threading.main_thread()
@@ -99,12 +99,18 @@ class _Interrupts:
             self._installed = True
         return self
 
-    def handled(self, code: int) -> None:
-        """The command has stopped on an interrupt; the process exits with ``code``."""
+    def handled(self, code: int, by_signal: bool) -> None:
+        """The command has stopped on an interrupt; the process exits with ``code``. ``by_signal``: it
+        came from a signal handler other than this one (train/stop.py's, the image cache's)."""
+        self.by_signal = by_signal or self.state == "cleaning up"
         self.state, self.code = "handled", code
 
     def uninstall(self) -> None:
-        if self._installed and self.state == "running":  # after an interrupt the process is on its way out
+        """Python's handler back, except after a real Ctrl-C: then the process is on its way out. (A
+        KeyboardInterrupt raised by code, in a test, leaves the calling process as it was.)"""
+        if self.state == "cleaning up":  # a command caught the Ctrl-C itself (finetune) and returned
+            self.state, self.by_signal = "handled", True
+        if self._installed and not (self.state == "handled" and self.by_signal):
             signal.signal(signal.SIGINT, signal.default_int_handler)
 
     def _on_signal(self, signum, frame) -> None:
