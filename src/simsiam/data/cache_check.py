@@ -10,13 +10,16 @@ What the checks cost, measured on this project's 2-core machine (busy with anoth
 Tiny-ImageNet's training set, 101,000 JPEGs decoded at 64 px into a 1.24 GB cache:
 
 * the crc32 of the whole images file (``zlib.crc32`` in 16 MiB chunks): 0.46-0.57 s when the file
-  is in the page cache (2.0-2.5 GiB/s), 3.3 s read from disk -- pages training then reads from
-  memory. adler32 took 0.79 s and blake2b 1.55 s. Cheap enough to check every byte at every
-  open, so a damaged block anywhere is found, not only where a sample falls.
+  is in the page cache (2.0-2.5 GiB/s; 1.3 s at a load average of 4), 3.3 s read from disk --
+  pages that training then finds in memory. adler32 took 0.79 s and blake2b 1.55 s. Cheap enough
+  to check every byte at every open, so a damaged block anywhere is found, not only where a
+  sample falls.
 * the sources' fingerprint (size, mtime and the first and last 4 KiB of every file): 0.49 s with
-  the files in the page cache, against 0.26 s for size and mtime alone; 9.0-9.2 s when none of
-  them is (one small random read per file; 8-16 threads only brought it to 6 s). The content part
-  is what catches a file replaced by another of the same size and modification time.
+  the files in the page cache (1.1 s at a load average of 4), against 0.26 s for size and mtime
+  alone; 9.0-9.7 s when none of them is (one small random read per file; 8-16 threads only
+  brought it to 6 s). The content part is what catches a file replaced by another of the same
+  size and modification time; a change confined to the middle of a file larger than 8 KiB, at
+  the same size and time, is the one it does not see.
 """
 from __future__ import annotations
 
