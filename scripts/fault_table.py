@@ -310,6 +310,7 @@ def run_cases(work: Path) -> list[Row]:
                after_step=2)
     _kill9_during_writes(t, work)
     _import_cases(t, work)
+    _cache_names_and_interrupt_cases(t, work)  # issue 25: the image cache, file names, embed, Ctrl-C
     return t.rows
 
 
@@ -419,6 +420,154 @@ def _kill9_during_writes(t: Table, work: Path, tries: int = 6) -> None:
               short(["pretrain", *argv, "--resume", "auto"], work), proc.returncode, last_line(proc),
               f"{good}/{existed} kills after the first checkpoint left a loadable one; {leftovers} temporary files before the restart, "
               f"{len(list(run.glob('.checkpoint.pt.*.tmp')))} after; " + same_weights(work / "straight", run)))
+
+
+# --- issue 25: the decoded-image cache's integrity, file names that are not UTF-8, embed all or
+# nothing, Ctrl-C outside training
+
+def _cache_names_and_interrupt_cases(t: Table, work: Path) -> None:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    folder = work / "bmps"  # BMP: another picture of the same size is a file of the same byte size
+    folder.mkdir()
+    for i in range(16):
+        Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)).save(folder / f"{i:02d}.bmp")
+    cache = work / "image_cache"
+    argv = [*TINY, "data.dataset=folder", "optim.batch_size=4", "data.num_workers=0", "--epochs", "1",
+            "--data-dir", str(folder), f"data.cache_dir={cache}"]
+    simsiam("pretrain", *argv, "--out-dir", str(work / "cache_first"))  # builds the cache
+
+    def replace_an_image(images: Path) -> None:
+        target, before = folder / "03.bmp", (folder / "03.bmp").stat()
+        Image.fromarray(np.zeros((12, 12, 3), dtype=np.uint8)).save(target)
+        os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+    def zero_pixels(images: Path) -> None:
+        before = images.stat()
+        with open(images, "r+b") as fh:
+            fh.seek(128)
+            fh.write(bytes(before.st_size - 128))
+        os.utime(images, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+    def truncate(images: Path) -> None:
+        os.truncate(images, images.stat().st_size // 2)
+
+    def random_bytes(images: Path) -> None:
+        images.write_bytes(rng.integers(0, 256, images.stat().st_size, dtype=np.uint8).tobytes())
+
+    def truncate_index(images: Path) -> None:
+        index = images.with_suffix(".json")
+        index.write_bytes(index.read_bytes()[:50])
+
+    for n, (fault, damage) in enumerate([
+        ("decoded-image cache: a source image replaced by another of the same byte size and modification time",
+         replace_an_image),
+        ("decoded-image cache: its pixels zeroed in place (same size and time)", zero_pixels),
+        ("decoded-image cache: its images file truncated", truncate),
+        ("decoded-image cache: its images file overwritten with random bytes", random_bytes),
+        ("decoded-image cache: its index (JSON) truncated", truncate_index),
+    ]):
+        damage(next(cache.glob("*.npy")))
+        run = [*argv, "--out-dir", str(work / f"cache_damage{n}")]
+        proc = simsiam("pretrain", *run)
+        said = [line for line in (proc.stdout + proc.stderr).splitlines() if "decoded-image cache" in line]
+        t.add(Row(fault, short(["pretrain", *run], work), proc.returncode, said[-1] if said else last_line(proc),
+                  _trained(proc) + "; cache folder: " + _cache_files(cache)))
+
+    odd = work / "oddnames"
+    odd.mkdir()
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 256, (10, 10), dtype=np.uint8)).save(odd / f"{i}.png")
+    with open(os.path.join(os.fsencode(odd), b"bad\xff\xfename.png"), "wb") as fh:
+        Image.fromarray(rng.integers(0, 256, (10, 10), dtype=np.uint8)).save(fh, format="PNG")
+    with open(os.path.join(os.fsencode(odd), b"broken\xe9.png"), "wb") as fh:
+        fh.write(b"not an image")
+    t.cli("a file name that is not UTF-8 (bad\\xff\\xfename.png) in a folder run (and an unreadable one)",
+          "pretrain", *TINY, "data.dataset=folder", "optim.batch_size=4", "--epochs", "1", "--data-dir", str(odd),
+          f"data.cache_dir={cache}", "--out-dir", str(work / "oddnames_run"),
+          checked=lambda: f"run finished: {(work / 'oddnames_run' / 'checkpoint.pt').is_file()}")
+    embedded = work / "oddnames_embed"
+    t.cli("embed of a folder holding file names that are not UTF-8", "embed", str(work / "base"), "--data", str(odd),
+          "--out", str(embedded), "--quiet", checked=lambda: _odd_bytes(embedded))
+
+    slow = work / "slow_photos"  # one large photo under 400 names: seconds to decode
+    slow.mkdir()
+    Image.fromarray(rng.integers(0, 256, (1200, 1200, 3), dtype=np.uint8)).save(slow / "photo.jpg", quality=90)
+    for i in range(399):
+        os.link(slow / "photo.jpg", slow / f"copy{i:03d}.jpg")
+    slow_cache = work / "slow_cache"
+    run = [*TINY, "data.dataset=folder", "--data-dir", str(slow), f"data.cache_dir={slow_cache}",
+           "--out-dir", str(work / "slow_run")]
+    proc = _ctrl_c_when(["pretrain", *run], "decoding ")
+    t.add(Row("Ctrl-C (SIGINT to the process group) during the decode of a folder into the image cache",
+              short(["pretrain", *run], work) + "; Ctrl-C", proc.returncode, last_line(proc),
+              "cache folder: " + _cache_files(slow_cache) + ("; a traceback" if "Traceback" in proc.stderr else "")))
+    out = work / "embed_interrupted"
+    out.mkdir()
+    (out / "index.csv").write_text("an earlier embedding\n")
+    run = ["embed", str(work / "base"), "--data", str(slow), "--out", str(out), "--workers", "2", "--batch-size", "16"]
+    proc = _ctrl_c_when(run, "embedding:", presses=2)
+    code = proc.returncode
+    if code == -signal.SIGINT:  # the second press landed while the interpreter shut down, with SIGINT's default action
+        code = f"{code} (ended by the second SIGINT; a shell shows 130)"
+    t.add(Row("Ctrl-C twice during embed (a DataLoader with workers)", short(run, work) + "; Ctrl-C, Ctrl-C",
+              code, last_line(proc),
+              f"files in --out: {sorted(p.name for p in out.iterdir())}, index.csv "
+              f"{'as it was' if (out / 'index.csv').read_text() == 'an earlier embedding' + chr(10) else 'CHANGED'}"
+              + ("; a traceback" if "Traceback" in proc.stderr or "Exception ignored" in proc.stderr else "")))
+
+
+def _trained(proc) -> str:
+    done = [line for line in proc.stdout.splitlines() if line.startswith("done:")]
+    return f"then trained ({done[-1][:48]}...)" if done else "did NOT train"
+
+
+def _cache_files(cache: Path) -> str:
+    names = [p.name for p in cache.iterdir()]
+    temporaries = sum(n.endswith(".tmp") for n in names)
+    return (f"{sum(n.endswith('.npy') for n in names)} images file(s), {sum(n.endswith('.json') for n in names)} "
+            f"index(es), {temporaries} temporary file(s)")
+
+
+def _odd_bytes(embedded: Path) -> str:
+    index = (embedded / "index.csv").read_bytes() if (embedded / "index.csv").exists() else b""
+    listed = (embedded / "unreadable.txt").read_bytes() if (embedded / "unreadable.txt").exists() else b""
+    return (("index.csv holds the name's own bytes" if b"bad\xff\xfename.png" in index else "name NOT in index.csv")
+            + ("; unreadable.txt lists the broken one" if b"broken\xe9.png" in listed else ""))
+
+
+def _ctrl_c_when(argv: list[str], text: str, presses: int = 1, delay: float = 0.5) -> subprocess.CompletedProcess:
+    """``python -m simsiam ARGV`` in a process group of its own; once ``text`` shows in its output, a
+    terminal's Ctrl-C (SIGINT to the group), ``presses`` times 0.1 s apart."""
+    import threading
+
+    proc = subprocess.Popen([PY, "-m", "simsiam", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    seen = {"out": bytearray(), "err": bytearray()}
+
+    def read(stream, into):
+        while chunk := os.read(stream.fileno(), 4096):  # a progress bar writes no newline
+            into += chunk
+
+    readers = [threading.Thread(target=read, args=(proc.stdout, seen["out"]), daemon=True),
+               threading.Thread(target=read, args=(proc.stderr, seen["err"]), daemon=True)]
+    for r in readers:
+        r.start()
+    end = time.monotonic() + 300
+    while text.encode() not in seen["out"] + seen["err"] and proc.poll() is None and time.monotonic() < end:
+        time.sleep(0.05)
+    time.sleep(delay)
+    for _ in range(presses):
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+        time.sleep(0.1)
+    proc.wait(timeout=300)
+    for r in readers:
+        r.join(timeout=10)
+    err = bytes(seen["err"]).decode(errors="replace").replace("\r", "\n")
+    return subprocess.CompletedProcess(argv, proc.returncode, bytes(seen["out"]).decode(errors="replace"), err)
 
 
 def write_table(rows: list[Row], out: Path, commit: str) -> None:

@@ -44,7 +44,7 @@ def test_a_folder_is_decoded_once_at_the_storage_side_without_its_unreadable_fil
     assert cache_files == [".json", ".npy"]  # no temporary left behind
 
 
-def test_a_second_run_maps_the_cache_and_a_changed_folder_builds_a_new_one(tmp_path, monkeypatch):
+def test_a_second_run_maps_the_cache_and_a_touched_file_redoes_it_in_place(tmp_path, monkeypatch):
     root = _folder(tmp_path / "data")
     files = load_dataset("imagefolder", "train", str(root))
     first = cached(files, 8, tmp_path / "cache", log=lambda _: None, workers=1)
@@ -58,8 +58,10 @@ def test_a_second_run_maps_the_cache_and_a_changed_folder_builds_a_new_one(tmp_p
     monkeypatch.undo()
     touched = root / "train" / "a" / "0.png"
     os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
-    cached(load_dataset("imagefolder", "train", str(root)), 8, tmp_path / "cache", log=lambda _: None, workers=1)
-    assert len(list((tmp_path / "cache").glob("*.json"))) == 2
+    lines: list[str] = []
+    cached(load_dataset("imagefolder", "train", str(root)), 8, tmp_path / "cache", log=lines.append, workers=1)
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 1  # the same cache, redone: no stale copy left
+    assert any("is stale" in line and "decoding its 7 images again" in line for line in lines), lines
 
 
 def test_the_same_folder_named_relatively_is_the_same_cache(tmp_path, monkeypatch):

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from typing import Optional, Sequence
 
 from .commands import COMMANDS
@@ -53,6 +55,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(f"simsiam {args.command}: error: this command runs in one process; launch it without torchrun "
                   f"(`simsiam {args.command} ...`). Under torchrun: {', '.join(TORCHRUN_COMMANDS)}", file=sys.stderr)
         return 2
+    interrupts = _Interrupts().install()
     try:
         return int(args.run(args) or 0)
     except BrokenPipeError:
@@ -61,8 +64,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt as err:  # a second stop signal (train/stop.py), or Ctrl-C outside training
+        code = getattr(err, "exit_code", 130)
+        interrupts.handled(code, by_signal=hasattr(err, "signum"))
         print(f"simsiam {args.command}: {_interrupted_line(err)}", file=sys.stderr)
-        return getattr(err, "exit_code", 130)
+        return code
     except Exception as err:
         line = one_line(err)
         if line is None:
@@ -73,9 +78,52 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from .parallel.distributed import cleanup
 
         cleanup()  # under torchrun: release the process group the command started (no-op otherwise)
+        interrupts.uninstall()
+
+
+class _Interrupts:
+    """Ctrl-C while a command runs: the first raises KeyboardInterrupt, as Python's own handler does.
+    Those that follow while it is handled -- files removed, DataLoader workers and the process group
+    shut down -- are ignored, so that the cleanup ends and no second traceback comes from a
+    destructor or an atexit callback (torch registers some); once the command's line is printed, one
+    more ends the process at once. Installed only where SIGINT has Python's default handler (not
+    under ``nohup``, not off the main thread); ``train/stop.py`` installs its own during training."""
+
+    def __init__(self):
+        self.state, self.code, self.by_signal, self._installed = "running", 130, False, False
+
+    def install(self) -> "_Interrupts":
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            signal.signal(signal.SIGINT, self._on_signal)
+            self._installed = True
+        return self
+
+    def handled(self, code: int, by_signal: bool) -> None:
+        """The command has stopped on an interrupt; the process exits with ``code``. ``by_signal``: it
+        came from a signal handler other than this one (train/stop.py's, the image cache's)."""
+        self.by_signal = by_signal or self.state == "cleaning up"
+        self.state, self.code = "handled", code
+
+    def uninstall(self) -> None:
+        """Python's handler back, except after a real Ctrl-C: then the process is on its way out. (A
+        KeyboardInterrupt raised by code, in a test, leaves the calling process as it was.)"""
+        if self.state == "cleaning up":  # a command caught the Ctrl-C itself (finetune) and returned
+            self.state, self.by_signal = "handled", True
+        if self._installed and not (self.state == "handled" and self.by_signal):
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.state == "running":
+            self.state = "cleaning up"
+            raise KeyboardInterrupt
+        if self.state == "handled":
+            os._exit(self.code)
 
 
 def _interrupted_line(err: KeyboardInterrupt) -> str:
+    if getattr(err, "line", None):  # the error says itself what was left (e.g. data.DecodeInterrupted)
+        return err.line
     run_dir = getattr(err, "run_dir", None)
     if run_dir is not None and (run_dir / "checkpoint.pt").exists():
         return (f"interrupted before the step ended; the last checkpoint, {run_dir / 'checkpoint.pt'}, is intact "

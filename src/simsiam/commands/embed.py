@@ -10,7 +10,7 @@ def add_parser(sub) -> None:
                                    "backbone (pooled features) or, with --projector, its projector. Images are "
                                    "converted to the checkpoint's channel count, resized and centre-cropped. Writes "
                                    "embeddings.npy (float32, N x D), index.csv (row, path) and unreadable.txt "
-                                   "to --out; unreadable files are skipped, not fatal.",
+                                   "to --out, all or nothing; unreadable files are skipped, not fatal.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("checkpoint", help="a checkpoint file or a run directory")
     p.add_argument("--data", required=True, metavar="DIR", help="the folder of images")
@@ -28,9 +28,13 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..eval.embed import embed_folder
 
-    res = embed_folder(args.checkpoint, args.data, args.out, projector=args.projector, image_size=args.image_size,
-                       batch_size=args.batch_size, device=args.device, progress=not args.quiet,
-                       num_workers=args.workers)
+    try:
+        res = embed_folder(args.checkpoint, args.data, args.out, projector=args.projector, image_size=args.image_size,
+                           batch_size=args.batch_size, device=args.device, progress=not args.quiet,
+                           num_workers=args.workers)
+    except KeyboardInterrupt as err:  # the CLI prints this line: the outputs are written all or nothing
+        err.line = f"interrupted; {args.out} was left as it was (the outputs are written together, at the end)"
+        raise
     print(f"embedded {res['embedded']} of {res['images']} images ({res['what']}, {res['dim']}-d, "
           f"{res['channels']} channel(s) at {res['image_size']} px) in {res['time_s']:.1f}s -> "
           f"{res['out_dir']}/embeddings.npy, index.csv"

@@ -14,10 +14,15 @@ square kept, ``S = data.image_size`` (or ``data.cache_side``). What that changes
   A larger ``data.cache_side`` buys that detail back at ``(side / image_size)^2`` the disk.
 * evaluation on a cached folder sees the whole stored square (no 224/256 margin).
 
-The cache is keyed by the file list, their sizes and modification times, ``S`` and the channel
-count: a changed folder builds a new one. It is written to a temporary file and renamed, images
-first and the index (``.json``) last, so a crash or a second run starting at once never leaves a
-half cache that looks complete. Unreadable files are reported by path and left out.
+The cache's name comes from the file list (names and labels), ``S`` and the channel count: another
+folder, or files added or removed, is another cache. Its index (``.json``) records a fingerprint of
+the source files (size, modification time, first and last blocks) and the crc32 of the images file,
+checked at every open (``cache_check.py``, with what that costs): a cache whose sources changed, or
+whose files were truncated, overwritten or damaged, is decoded again in its place, with one line
+naming it. Nothing is unpickled. The cache is written to temporary files and renamed, images first
+and the index last, so a crash or a second run starting at once never leaves a half cache that looks
+complete; a stop signal (Ctrl-C, SIGTERM) during the decode ends it at once and removes them.
+Unreadable files are reported by path and left out.
 """
 from __future__ import annotations
 
@@ -26,10 +31,13 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import tempfile
+import threading
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -39,9 +47,13 @@ from tqdm import tqdm
 from ..config import DataConfig
 from ..parallel import distributed as dist
 from ..paths import cache_root
-from .errors import UnreadableImage
+from .cache_check import FORMAT, MISSING, file_checksum, problem, read_index, sources_fingerprint
+from .errors import DecodeInterrupted, UnreadableImage
 from .files import ImageFiles, _decode
 from .memory import InMemoryImages
+from .names import name_bytes
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)  # those train/stop.py stops a run on
 
 
 def decoded_if_configured(dataset, d: DataConfig, log: Callable[[str], None] = print,
@@ -56,12 +68,13 @@ def decoded_if_configured(dataset, d: DataConfig, log: Callable[[str], None] = p
 
 
 def cache_key(dataset: ImageFiles, side: int) -> str:
-    """Changes with any file added, removed, rewritten or touched, and with the storage resolution."""
-    h = hashlib.sha256(f"{side}:{dataset.channels}:v2".encode())
+    """Changes with any file added, removed or relabelled, and with the storage resolution. A file
+    rewritten in place keeps the key: the index's fingerprint finds it, and the cache is redone."""
+    h = hashlib.sha256(f"{side}:{dataset.channels}:v{FORMAT}".encode())
     for path, label in zip(dataset.paths, dataset.labels):
-        st = os.stat(path)
         # Absolute: the same folder named from another directory (or as ./x and x) is the same cache.
-        h.update(f"{os.path.abspath(path)}\0{st.st_size}\0{st.st_mtime_ns}\0{label}\n".encode())
+        # As bytes: a name that is not UTF-8 is hashed as the file system has it.
+        h.update(name_bytes(os.path.abspath(path)) + f"\0{label}\n".encode())
     return h.hexdigest()[:24]
 
 
@@ -76,9 +89,57 @@ def _decode_one(job: tuple[str, int, int]) -> tuple[Optional[np.ndarray], str]:
     return (pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)), ""
 
 
+def _quiet_worker() -> None:
+    """A decoding process: Ctrl-C (sent to the terminal's whole process group) is the parent's to
+    handle -- it ends the workers; a worker's own KeyboardInterrupt would print a traceback each."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    for sig in STOP_SIGNALS[1:]:
+        signal.signal(sig, signal.SIG_DFL)  # the parent's raising handler is not for a worker
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """End the pool's processes now. ``shutdown()`` alone lets each finish the images already handed
+    to it (64 a chunk), seconds for large photos, and the interpreter waits for them at exit."""
+    if hasattr(pool, "terminate_workers"):  # Python 3.14
+        pool.terminate_workers()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        process.terminate()
+    pool.shutdown(wait=False, cancel_futures=True)
+
+
+@contextmanager
+def _stop_signals_end_the_decode(what: str) -> Iterator[None]:
+    """While a folder is decoded, a stop signal raises :class:`DecodeInterrupted` at once: there is
+    nothing to checkpoint yet, and a decode can take many minutes. (Inside ``pretrain`` its handlers
+    would only set a flag, read after the first step: after the whole decode.) Further signals are
+    ignored until the partial files are removed. Ignored signals (``nohup``) stay ignored; off the
+    main thread, where handlers cannot be set, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def on_signal(signum, frame):
+        if not received:
+            received.append(signum)
+            raise DecodeInterrupted(signum, what)
+
+    previous = {}
+    for sig in STOP_SIGNALS:
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            previous[sig] = signal.signal(sig, on_signal)
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+
+
 def build(dataset: ImageFiles, side: int, images_path: Path, workers: int, progress: bool = True) -> dict:
     """Decode every file into ``images_path`` (a .npy written through a temporary file); returns the
-    index: labels and paths of the images kept, and the unreadable ones with why."""
+    index: labels and paths of the images kept, the unreadable ones with why, and the images file's
+    checksum (the sources' fingerprint is the caller's, taken before the decode)."""
     n, c = len(dataset), dataset.channels
     fd, tmp = tempfile.mkstemp(dir=images_path.parent, prefix=f".{images_path.name}.", suffix=".tmp")
     os.close(fd)
@@ -87,16 +148,19 @@ def build(dataset: ImageFiles, side: int, images_path: Path, workers: int, progr
         _reserve_disk(tmp, images_path.parent)
         kept, unreadable = [], []
         jobs = [(p, side, c) for p in dataset.paths]
-        bar = tqdm(total=n, desc=f"decoding {dataset.name} at {side}px", unit="img", disable=not progress)
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for i, (pixels, why) in enumerate(pool.map(_decode_one, jobs, chunksize=64)):
-                if pixels is None:
-                    unreadable.append(why)
-                else:
-                    out[len(kept)] = pixels
-                    kept.append(i)
-                bar.update()
-        bar.close()
+        with tqdm(total=n, desc=f"decoding {dataset.name} at {side}px", unit="img", disable=not progress) as bar, \
+                ProcessPoolExecutor(max_workers=workers, initializer=_quiet_worker) as pool:
+            try:
+                for i, (pixels, why) in enumerate(pool.map(_decode_one, jobs, chunksize=64)):
+                    if pixels is None:
+                        unreadable.append(why)
+                    else:
+                        out[len(kept)] = pixels
+                        kept.append(i)
+                    bar.update()
+            except BaseException:
+                _stop_workers(pool)
+                raise
         out.flush()
         del out
         if len(kept) < n:  # rewrite without the gaps the unreadable files left at the end
@@ -104,14 +168,28 @@ def build(dataset: ImageFiles, side: int, images_path: Path, workers: int, progr
             np.save(tmp + ".kept.npy", full[:len(kept)])
             del full
             os.replace(tmp + ".kept.npy", tmp)
+        checksum = file_checksum(tmp)
         os.replace(tmp, images_path)
     except BaseException:
         for leftover in (tmp, tmp + ".kept.npy"):
             if os.path.exists(leftover):
                 os.unlink(leftover)
         raise
-    return {"labels": [dataset.labels[i] for i in kept], "paths": [dataset.paths[i] for i in kept],
-            "unreadable": unreadable, "side": side}
+    return {"format": FORMAT, "side": side, "channels": c, "labels": [dataset.labels[i] for i in kept],
+            "paths": [dataset.paths[i] for i in kept], "unreadable": unreadable, "checksum": checksum}
+
+
+def _write_index(index: dict, index_path: Path) -> None:
+    """The index through a temporary file, renamed last: its presence says the images file is complete."""
+    fd, tmp = tempfile.mkstemp(dir=index_path.parent, prefix=f".{index_path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            json.dump(index, fh)  # ASCII: a file name that is not UTF-8 keeps its surrogate escapes
+        os.replace(tmp, index_path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
 
 
 def _reserve_disk(path: str, cache_dir: Path) -> None:
@@ -146,20 +224,33 @@ def cached(dataset: ImageFiles, side: int, cache_dir: Path, *, max_bytes: float 
     cache_dir.mkdir(parents=True, exist_ok=True)
     stem = cache_dir / f"{dataset.name}-{len(dataset)}-{side}px-{cache_key(dataset, side)}"
     images_path, index_path = Path(f"{stem}.npy"), Path(f"{stem}.json")
-    if not index_path.is_file() and dist.is_main():  # under torchrun rank 0 decodes, the others wait
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        log(f"decoding {len(dataset)} images of {dataset.name} once into {images_path} ({size / 2**20:.0f} MiB)")
-        index = build(dataset, side, images_path, workers or cores, progress)
-        fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=f".{index_path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(index, fh)
-        os.replace(tmp, index_path)  # last: its presence says the images file is complete
-        if index["unreadable"]:
-            warn(f"left out {len(index['unreadable'])} unreadable image(s), e.g. {index['unreadable'][:3]}")
+    if dist.is_main():  # under torchrun rank 0 checks and decodes, the others wait
+        sources = sources_fingerprint(dataset.paths)  # before the decode: a file changed meanwhile is seen next time
+        _, why = problem(index_path, images_path, sources, side, dataset.channels)
+        if why:
+            if why == MISSING:
+                log(f"decoding {len(dataset)} images of {dataset.name} once into {images_path} "
+                    f"({size / 2**20:.0f} MiB)")
+            else:
+                warn(f"the decoded-image cache {images_path} {why}: decoding its {len(dataset)} images again")
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+            with _stop_signals_end_the_decode(f"{len(dataset)} images of {dataset.name}"):
+                index = build(dataset, side, images_path, workers or cores, progress)
+                index["sources"] = sources
+                _write_index(index, index_path)
+            if index["unreadable"]:
+                warn(f"left out {len(index['unreadable'])} unreadable image(s), e.g. {index['unreadable'][:3]}")
     dist.barrier()
-    index = json.loads(index_path.read_text())
+    index, why = read_index(index_path)
+    if index is None:
+        raise ValueError(f"the decoded-image cache {images_path} {why}; run again (it is decoded anew) or set "
+                         "data.cache=false")
     # Copy-on-write mapping: pages are read on demand and shared between runs; nothing writes back.
-    images = torch.from_numpy(np.load(images_path, mmap_mode="c"))
+    array = np.load(images_path, mmap_mode="c", allow_pickle=False)
+    if array.dtype != np.uint8 or array.shape != (len(index["labels"]), dataset.channels, side, side):
+        raise ValueError(f"the decoded-image cache {images_path} does not hold the images its index describes "
+                         f"({array.dtype}, {array.shape}); run again (it is decoded anew) or set data.cache=false")
+    images = torch.from_numpy(array)
     log(f"{dataset.name}: {len(images)} images decoded at {side}px, memory-mapped from {images_path} "
         f"({images_path.stat().st_size / 2**20:.0f} MiB)")
     out = InMemoryImages(images, index["labels"], dataset.name, dataset.num_classes, dataset.mean, dataset.std)

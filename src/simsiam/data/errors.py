@@ -38,3 +38,18 @@ class UnreadableImage(Exception):
 
     def __str__(self) -> str:
         return f"cannot decode image {self.path!r}" + (f": {self.reason}" if self.reason else "")
+
+
+class DecodeInterrupted(KeyboardInterrupt):
+    """A stop signal (Ctrl-C, SIGTERM) while a folder was being decoded into the image cache. Nothing
+    of the cache is left behind; ``line`` is what the command line prints, ``exit_code`` 128 + the
+    signal's number, as the shell reports a process ended by it."""
+
+    def __init__(self, signum: int, what: str):
+        super().__init__(signum)
+        self.signum = signum
+        self.line = f"interrupted while decoding {what} into the image cache; nothing was cached (the next run decodes again)"
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

@@ -6,11 +6,14 @@ and embedded in batches: pooled backbone features, or the projector output. Unre
 skipped and listed, never fatal.
 
 Outputs in the chosen directory: ``embeddings.npy`` (float32, N x D), ``index.csv`` (row, path: row
-i of the array is that file) and ``unreadable.txt`` (one path per line; empty when none).
+i of the array is that file) and ``unreadable.txt`` (one path per line; empty when none). They are
+written together, all or nothing (``artifacts/together.py``): an error or Ctrl-C leaves the
+directory as it was. A file name that is not UTF-8 is written as its bytes (``data/names.py``).
 """
 from __future__ import annotations
 
 import csv
+import io
 import sys
 import time
 from pathlib import Path
@@ -19,7 +22,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..artifacts.together import write_together
 from ..data import ImageFiles, load_dataset
+from ..data.names import text_bytes
 from ..models import input_channels
 from .features import eval_mode, extract_features
 from .normalisation import training_normalisation
@@ -39,11 +44,11 @@ def embed_images(model, cfg, images: ImageFiles, *, projector: bool = False, ima
     with a loaded model: pooled backbone features, or with ``projector`` its output z."""
     size = image_size or cfg.data.image_size or 224
     net = model.encode if projector else model.backbone
-    bar = tqdm(total=len(images), unit="img", desc="embedding", disable=not progress, file=sys.stderr)
-    with eval_mode(model):
+    # closed on an interrupt too: a bar left open redraws itself at exit, below the command's last line
+    with tqdm(total=len(images), unit="img", desc="embedding", disable=not progress, file=sys.stderr) as bar, \
+            eval_mode(model):
         feats, _, kept, unreadable = extract_features(net, images, device=torch.device(device), batch_size=batch_size,
                                                       image_size=size, num_workers=num_workers, progress=bar.update)
-    bar.close()
     if feats.shape[0] == 0:  # nothing readable: still an (0, D) array, so readers need no special case
         feats = torch.zeros(0, cfg.model.dim if projector else model.backbone.num_features)
     return feats, kept, unreadable, size
@@ -68,14 +73,14 @@ def embed_folder(checkpoint: str | Path, data_dir: str | Path, out_dir: str | Pa
                                                  num_workers=num_workers)
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     array = feats.numpy().astype(np.float32, copy=False)
-    np.save(out / "embeddings.npy", array)
-    with open(out / "index.csv", "w", newline="") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["row", "path"])
-        writer.writerows((row, images.paths[i]) for row, i in enumerate(kept))
-    (out / "unreadable.txt").write_text("".join(f"{p}\n" for p in unreadable))
+    index = io.StringIO()
+    writer = csv.writer(index)
+    writer.writerow(["row", "path"])
+    writer.writerows((row, images.paths[i]) for row, i in enumerate(kept))
+    write_together({out / "embeddings.npy": lambda fh: np.save(fh, array),
+                    out / "unreadable.txt": lambda fh: fh.write(text_bytes("".join(f"{p}\n" for p in unreadable))),
+                    out / "index.csv": lambda fh: fh.write(text_bytes(index.getvalue()))})  # last: says the rest is there
     for path in unreadable:
         print(f"warning: skipped unreadable image {path}", file=sys.stderr)
     return {

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ..artifacts.checkpoint import write_atomic
+from ..data.names import text_bytes
 from ..models import input_channels
 from .classifier import load_classifier
 from .embed import folder_images
@@ -62,7 +63,7 @@ def predict_folder(model_path: str | Path, data_dir: str | Path, out_csv: str | 
             correct += int(index[truth] == int(top[row]))
         writer.writerow([path, classes[int(top[row])], f"{float(top_p[row]):.6f}", truth]
                         + [f"{float(p):.6f}" for p in probs[row]])
-    write_atomic(out_csv, lambda fh: fh.write(buffer.getvalue().encode()))
+    write_atomic(out_csv, lambda fh: fh.write(text_bytes(buffer.getvalue())))  # names that are not UTF-8 as their bytes
     return {"images": len(images), "predicted": len(kept), "unreadable": list(unreadable), "out": str(out_csv),
             "judged": judged, "accuracy": 100.0 * correct / judged if judged else None, "classes": len(classes),
             "image_size": size, "time_s": round(time.perf_counter() - t0, 2)}

@@ -9,7 +9,7 @@ Outputs in the chosen directory: ``neighbours.csv`` (query, rank, neighbour, cos
 ``neighbours.png`` (one row per query: the query, then its k nearest images with their cosine),
 with ``duplicates`` also ``duplicates.csv`` (group, path: images whose cosine to another of the
 group is at least the threshold), and ``embedding/`` (the folder's embeddings, reusable with
-``embeddings_dir``).
+``embeddings_dir``). A file name that is not UTF-8 is written as its bytes (``data/names.py``).
 """
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from ..data import ImageFiles
+from ..data.names import open_text
 from ..models import input_channels
 from .embed import embed_folder, embed_images
 from .normalisation import training_normalisation
@@ -41,7 +42,7 @@ def read_embeddings(embeddings_dir: str | Path) -> tuple[torch.Tensor, list[str]
         raise ValueError(f"{str(d)!r} holds no embeddings.npy and index.csv; write them with `simsiam embed RUN "
                          f"--data DIR --out {d}` or leave out --embeddings")
     feats = torch.from_numpy(np.load(d / "embeddings.npy", allow_pickle=False)).float()
-    with open(d / "index.csv", newline="") as fh:
+    with open_text(d / "index.csv") as fh:
         paths = [row["path"] for row in csv.DictReader(fh)]
     if len(paths) != feats.shape[0]:
         raise ValueError(f"{d}: index.csv lists {len(paths)} images but embeddings.npy has {feats.shape[0]} rows")
@@ -186,7 +187,7 @@ def find_similar(checkpoint: str | Path, data_dir: Optional[str | Path], out_dir
         qfeats, qpaths, exclude = bank, paths, list(range(len(paths)))
     scores, index, engine = search(qfeats, bank, k, exclude)
 
-    with open(out / "neighbours.csv", "w", newline="") as fh:
+    with open_text(out / "neighbours.csv", "w") as fh:
         writer = csv.writer(fh)
         writer.writerow(["query", "rank", "neighbour", "cosine"])
         for q, path in enumerate(qpaths):
@@ -199,7 +200,7 @@ def find_similar(checkpoint: str | Path, data_dir: Optional[str | Path], out_dir
                "grid_rows": shown, "out_dir": str(out)}
     if duplicates is not None:
         groups = duplicate_groups(bank, duplicates)
-        with open(out / "duplicates.csv", "w", newline="") as fh:
+        with open_text(out / "duplicates.csv", "w") as fh:
             writer = csv.writer(fh)
             writer.writerow(["group", "path"])
             for g, members in enumerate(groups, start=1):
