@@ -69,4 +69,4 @@ def test_the_docs_speak_without_a_first_person(path):
 
 def test_the_readme_stays_a_page_for_users():
     # Run-by-run history belongs in docs/RECIPES.md and docs/PERFORMANCE.md; the README links there.
-    assert len(README.read_text().splitlines()) <= 260
+    assert len(README.read_text().splitlines()) <= 280
