@@ -112,6 +112,7 @@ class ThreadTuner:
         self.chosen, self.chosen_seconds = counts[-1], 0.0
         self.probes, self.since_probe = 0, 0
         self.recent: list[float] = []
+        self.why = ""  # what started the last probe
         self._start_probe()
 
     def _start_probe(self) -> None:
@@ -141,15 +142,18 @@ class ThreadTuner:
         if len(self.recent) == WATCH_STEPS and self.since_probe >= MIN_STEPS_BETWEEN_PROBES:
             now = statistics.median(self.recent)
             if abs(now - self.chosen_seconds) > JUMP * self.chosen_seconds:
-                self.say(f"threads: the step time moved from {self.chosen_seconds * 1e3:.0f} to {now * 1e3:.0f} ms; "
-                         "probing the thread counts again")
+                self.why = f"the step time moved from {self.chosen_seconds * 1e3:.0f} to {now * 1e3:.0f} ms"
                 self._start_probe()
 
     def _choose(self) -> None:
+        """The fastest count; said when it is the first choice or a change (a probe that confirms
+        the count stays silent: on a machine whose load comes and goes it may run every minute)."""
         medians = {c: statistics.median(t) for c, t in self.times.items() if t}
-        self.chosen = min(medians, key=lambda c: (medians[c], c))
+        before, self.chosen = self.chosen, min(medians, key=lambda c: (medians[c], c))
         self.chosen_seconds = medians[self.chosen]
         self.since_probe, self.recent = 0, []
         self.set_threads(self.chosen)
-        timings = ", ".join(f"{c}: {medians[c] * 1e3:.0f} ms" for c in self.counts if c in medians)
-        self.say(f"threads {self.chosen} (run.threads=auto; median step with {timings})")
+        if self.probes == 1 or self.chosen != before:
+            timings = ", ".join(f"{c}: {medians[c] * 1e3:.0f} ms" for c in self.counts if c in medians)
+            why = f"; {self.why}" if self.probes > 1 else ""
+            self.say(f"threads {self.chosen} (run.threads=auto; median step with {timings}{why})")
