@@ -75,8 +75,9 @@ def save_atomic(obj: dict, path: str | Path) -> Path:
     return write_atomic(path, lambda fh: torch.save(obj, fh))
 
 
-def load(path: str | Path, map_location: Any = "cpu") -> dict:
-    """Load a checkpoint safely (tensors and plain containers only)."""
+def load(path: str | Path, map_location: Any = "cpu", resuming: bool = False) -> dict:
+    """Load a checkpoint safely (tensors and plain containers only); one whose weights hold NaN or
+    inf is refused (``resuming``: the line says how a run goes on instead)."""
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoint.pt"
@@ -91,7 +92,58 @@ def load(path: str | Path, map_location: Any = "cpu") -> dict:
         raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {_why_unreadable(path, err)}") from err
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise CheckpointError(f"{str(path)!r} is not a simsiam checkpoint (no 'model' and 'config' entries)")
+    bad = non_finite_tensors(ckpt)
+    if bad:
+        raise CheckpointError(f"{str(path)!r} is damaged: {_named(bad)} hold NaN or inf values, so nothing computed "
+                              f"from it would mean anything; {_what_instead(path, resuming)}")
     return ckpt
+
+
+# The entries that hold weights, or state that becomes weights at the next step; the RNG states and
+# the epoch's running sums are not weights.
+WEIGHT_ENTRIES = ("model", "optimizer", "classifier")
+
+
+def non_finite_tensors(ckpt: dict) -> list[str]:
+    """The names of the floating-point tensors of ``ckpt``'s weight entries that hold a NaN or an
+    inf (``backbone.conv1.weight``, ``optimizer.state.3.momentum_buffer``): one pass, a reduction
+    per tensor."""
+    bad: list[str] = []
+
+    def visit(x, name: str) -> None:
+        if isinstance(x, torch.Tensor):
+            if (x.is_floating_point() or x.is_complex()) and not bool(torch.isfinite(x).all()):
+                bad.append(name)
+        elif isinstance(x, dict):
+            for k, v in x.items():
+                visit(v, f"{name}.{k}" if name else str(k))
+        elif isinstance(x, (list, tuple)):
+            for i, v in enumerate(x):
+                visit(v, f"{name}.{i}")
+
+    for entry in WEIGHT_ENTRIES:
+        if entry in ckpt:
+            visit(ckpt[entry], "" if entry == "model" else entry)
+    return bad
+
+
+def _named(bad: list[str], shown: int = 3) -> str:
+    more = f" and {len(bad) - shown} more" if len(bad) > shown else ""
+    return f"{len(bad)} tensor(s) ({', '.join(bad[:shown])}{more})"
+
+
+def _what_instead(path: Path, resuming: bool) -> str:
+    """For a damaged checkpoint: the earlier ones kept beside it (``run.keep_checkpoints``), if any."""
+    kept = [p for p in sorted(path.parent.glob(f"{path.stem}-step*{path.suffix}"))
+            if p != path and not p.samefile(path)]  # the newest kept copy is a hard link of this very file
+    if resuming and kept:
+        return (f"resume from an earlier checkpoint kept beside it ({', '.join(p.name for p in kept[-3:])}): copy "
+                f"it over {path.name} and resume again, or start the run anew")
+    if resuming:
+        return "no earlier checkpoint is kept (run.keep_checkpoints=0): start the run anew"
+    if kept:
+        return f"use an earlier checkpoint kept beside it ({', '.join(p.name for p in kept[-3:])}) or another run"
+    return "use another checkpoint"
 
 
 def _why_unreadable(path: Path, err: Exception) -> str:

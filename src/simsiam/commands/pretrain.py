@@ -65,7 +65,7 @@ def _config_and_resume(args: argparse.Namespace):
     if args.resume:
         # The run's own recipe, changed only by what this command line sets explicitly: the
         # preset's defaults must not count as changes.
-        own = from_dict(ckpt_io.load(args.resume)["config"])
+        own = from_dict(ckpt_io.load(args.resume, resuming=True)["config"])
         cfg = config_from_args(args, base=own)
         cfg.run.out_dir = args.resume
         return cfg, True
