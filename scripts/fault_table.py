@@ -309,6 +309,7 @@ def run_cases(work: Path) -> list[Row]:
     signal_run(t, "two SIGTERMs in a row (exit at once)", work / "twice", [signal.SIGTERM, signal.SIGTERM],
                after_step=2)
     _kill9_during_writes(t, work)
+    _issue25_cases(t, work, len(data))
     return t.rows
 
 
@@ -386,6 +387,97 @@ def _kill9_during_writes(t: Table, work: Path, tries: int = 6) -> None:
               short(["pretrain", *argv, "--resume", "auto"], work), proc.returncode, last_line(proc),
               f"{good}/{existed} kills after the first checkpoint left a loadable one; {leftovers} temporary files before the restart, "
               f"{len(list(run.glob('.checkpoint.pt.*.tmp')))} after; " + same_weights(work / "straight", run)))
+
+
+# ------------------------------------------------------------------ issue 25: run lock, NaN weights, full disk
+def _issue25_cases(t: Table, work: Path, checkpoint_bytes: int) -> None:
+    """Two processes in one run directory, checkpoints with non-finite weights, a full disk while the
+    report is written. Needs ``base`` and ``straight`` (above)."""
+    from simsiam.artifacts.run_lock import DirectoryLock
+
+    _busy_run_dir(t, work)
+    base = work / "base"
+    folder = work / "ft_busy"
+    with DirectoryLock(folder, "fine-tune"):  # held by this script's process
+        t.cli("finetune into a folder another process is fine-tuning into", "finetune", str(base), "--out", str(folder),
+              "--label-seeds", "0", "--contenders", "knn")
+
+    damaged = _nan_checkpoint(base, work / "nan_run")
+    ckpt, images = str(damaged / "checkpoint.pt"), str(work / "mixed")
+    for command, argv in [("knn", ["knn", ckpt]), ("embed", ["embed", ckpt, "--data", images, "--out", str(work / "e")]),
+                          ("similar", ["similar", ckpt, "--data", images, "--out", str(work / "s")]),
+                          ("export", ["export", ckpt, "--format", "onnx", "--out", str(work / "x.onnx")]),
+                          ("linear", ["linear", ckpt]), ("finetune", ["finetune", ckpt, "--out", str(work / "f")]),
+                          ("predict", ["predict", ckpt, "--data", images, "--out", str(work / "p")]),
+                          ("--resume", ["pretrain", "--resume", str(damaged)])]:
+        t.cli(f"{command} of a checkpoint whose weights are NaN", *argv)
+    run = work / "overflow"
+    t.cli("weights that overflow to inf in training (optim.base_lr=1e38; checked before the loss is)", "pretrain",
+          *LONGER, "--out-dir", str(run), "optim.base_lr=1e38", "run.checkpoint_every_steps=1", "run.log_every=1000",
+          checked=lambda: loadable(run / "checkpoint.pt"))
+    _report_disk_full(t, work, checkpoint_bytes)
+
+
+def _busy_run_dir(t: Table, work: Path) -> None:
+    """A run stopped (SIGSTOP) after step 3 still holds its directory: a second start, --resume and
+    --resume auto there are refused; once it is killed (-9), --resume auto takes the directory over."""
+    run = work / "busy"
+    argv = [*LONGER, "--out-dir", str(run), "run.checkpoint_every_steps=1"]
+    proc = subprocess.Popen([PY, "-m", "simsiam", "pretrain", *[a for a in argv if a != "--quiet"]],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in proc.stdout:
+            if " step 3 " in line:
+                proc.send_signal(signal.SIGSTOP)
+                break
+        before = (run / "metrics.jsonl").read_bytes()
+        t.cli("pretrain started again in a run directory that is still training", "pretrain", *argv)
+        t.cli("--resume of a run that is still training", "pretrain", "--resume", str(run))
+        t.cli("--resume auto of a run that is still training", "pretrain", *argv, "--resume", "auto",
+              checked=lambda: "metrics.jsonl " + ("unchanged" if (run / "metrics.jsonl").read_bytes() == before
+                                                  else "CHANGED") + " by the refused commands")
+    finally:
+        proc.kill()
+        proc.wait()
+    t.cli("--resume auto after the run holding the directory was killed (kill -9: its lock went with it)", "pretrain",
+          *argv, "--resume", "auto", checked=lambda: same_weights(work / "straight", run))
+
+
+def _nan_checkpoint(base: Path, run: Path) -> Path:
+    import torch
+
+    run.mkdir()
+    ckpt = torch.load(base / "checkpoint.pt", weights_only=True)
+    for v in ckpt["model"].values():
+        if v.is_floating_point():
+            v.fill_(float("nan"))
+    torch.save(ckpt, run / "checkpoint.pt")
+    return run
+
+
+def _report_disk_full(t: Table, work: Path, checkpoint_bytes: int) -> None:
+    """A tmpfs with room for a 1-epoch run's checkpoint and records but not for its curves.png; then
+    made larger, and the same command with --resume auto."""
+    full = work / "full_report"
+    full.mkdir()
+    page = 4096
+    size = -(-checkpoint_bytes // page) * page + 6 * page  # the checkpoint, config, records, lock; ~40 KB short
+    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(full)], capture_output=True)
+    if ok.returncode != 0:
+        t.add(Row("full disk while the report is written", "(needs root for a tmpfs)", "skipped", "", ""))
+        return
+    run = full / "run"
+    argv = [*TINY, "--epochs", "1", "--out-dir", str(run)]
+    try:
+        t.cli("full disk while the run's end writes curves.png and report.md", "pretrain", *argv,
+              checked=lambda: loadable(run / "checkpoint.pt") + "; " + ", ".join(
+                  f"{n} {'present' if (run / n).exists() else 'missing'}" for n in ("curves.png", "report.md")))
+        subprocess.run(["mount", "-o", f"remount,size={size + 64 * page}", str(full)], check=True)
+        t.cli("--resume auto of that finished run once there is space (its end outputs written again)", "pretrain",
+              *argv, "--resume", "auto", checked=lambda: ", ".join(
+                  f"{n} {'present' if (run / n).exists() else 'missing'}" for n in ("curves.png", "report.md")))
+    finally:
+        subprocess.run(["umount", str(full)])
 
 
 def write_table(rows: list[Row], out: Path, commit: str) -> None:

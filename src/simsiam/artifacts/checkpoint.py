@@ -8,11 +8,12 @@ primitive containers, so a checkpoint from disk cannot run code.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Iterator
 
 import numpy as np
 import torch
@@ -24,6 +25,15 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable, or does not fit what it is loaded into."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_PLAIN_MODE = 0o666 & ~_umask()  # read once, at import: the process's umask
+
+
 def write_atomic(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     """Call ``write(file)`` on a temporary file beside ``path``, flush it to disk, then rename it
     over ``path``: a crash leaves the old file or the new one, never half of one."""
@@ -32,6 +42,7 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     fh = _ErrorKeepingFile(os.fdopen(fd, "wb"))
     try:
+        os.fchmod(fd, _PLAIN_MODE)  # mkstemp's 0600, widened to what open() would give (a report is for sharing)
         with fh.file:
             write(fh)
             fh.flush()
@@ -47,6 +58,18 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
             raise OSError(cause.errno, cause.strerror, str(path)) from err
         raise
     return path
+
+
+@contextlib.contextmanager
+def naming(path: str | Path) -> Iterator[None]:
+    """An OSError raised inside without a file name (a write or close that hit a full disk) gets
+    ``path``: the line the user sees says which file could not be written."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename or err.errno is None:
+            raise
+        raise OSError(err.errno, err.strerror, str(path)) from err
 
 
 class _ErrorKeepingFile:
