@@ -416,6 +416,7 @@ def _issue25_cases(t: Table, work: Path, checkpoint_bytes: int) -> None:
           *LONGER, "--out-dir", str(run), "optim.base_lr=1e38", "run.checkpoint_every_steps=1", "run.log_every=1000",
           checked=lambda: loadable(run / "checkpoint.pt"))
     _report_disk_full(t, work, checkpoint_bytes)
+    _elastic_restart(t, work)
 
 
 def _busy_run_dir(t: Table, work: Path) -> None:
@@ -478,6 +479,62 @@ def _report_disk_full(t: Table, work: Path, checkpoint_bytes: int) -> None:
                   f"{n} {'present' if (run / n).exists() else 'missing'}" for n in ("curves.png", "report.md")))
     finally:
         subprocess.run(["umount", str(full)])
+
+
+def _elastic_restart(t: Table, work: Path) -> None:
+    """torchrun --max-restarts=1 (2 gloo workers), one worker killed (-9) after the checkpoint of step
+    20: the first restart must join, resume and end as the uninterrupted run does."""
+    torchrun = Path(PY).parent / "torchrun"
+    if not torchrun.exists():
+        t.add(Row("kill -9 of one torchrun worker (--max-restarts=1)", "(torchrun not installed)", "skipped", "", ""))
+        return
+    argv = ["--preset", "digits", "data.eval_split=", "model.width=4", "model.proj_hidden=32", "model.dim=32",
+            "data.train_limit=512", "optim.batch_size=64", "run.deterministic=true", "--epochs", "4", "--device",
+            "cpu", "run.log_every=1", "run.checkpoint_every_steps=2", "--resume", "auto"]
+
+    # simsiam's entry point, rank 1 of a restart 3 s late (a slower node): the timing that made a restarted
+    # rank read its peer's address from the crashed attempt.
+    late = work / "late_start.py"
+    late.write_text("import os, sys, time\n"
+                    "if os.environ['TORCHELASTIC_RESTART_COUNT'] != '0' and os.environ['LOCAL_RANK'] == '1':\n"
+                    "    time.sleep(3)\n"
+                    "from simsiam.cli import main\n"
+                    "sys.exit(main(sys.argv[1:]))\n")
+
+    def start(run: Path) -> subprocess.Popen:
+        return subprocess.Popen([str(torchrun), "--standalone", "--nproc-per-node=2", "--max-restarts=1", str(late),
+                                 "pretrain", *argv, "--out-dir", str(run)], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+
+    straight = start(work / "ddp_straight")
+    straight.communicate(timeout=600)
+    proc = start(work / "ddp_killed")
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if " step 22 " in line:
+            os.kill(_child_with(proc.pid, "LOCAL_RANK=1"), signal.SIGKILL)
+            break
+    lines += proc.communicate(timeout=600)[0].splitlines(keepends=True)
+    seen = [line.strip() for line in lines if line.startswith(("done:", "resuming")) or "connectFullMesh" in line]
+    t.add(Row("kill -9 of one of 2 torchrun workers after step 22 (--max-restarts=1, --resume auto; checkpoint at "
+              "step 20; the restarted rank 1 starts 3 s late)", "torchrun --standalone --nproc-per-node=2 "
+              "--max-restarts=1 -m simsiam pretrain "
+              "<digits, 32 steps of 2 x 32> run.checkpoint_every_steps=2 --resume auto --out-dir ddp_killed; kill -9 "
+              "<rank 1>", proc.returncode, " / ".join(seen[-2:]),
+              same_weights(work / "ddp_straight", work / "ddp_killed")))
+
+
+def _child_with(parent: int, env_entry: str) -> int:
+    """The pid of the child of ``parent`` whose environment holds ``env_entry`` (a torchrun worker)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent \
+                    and env_entry.encode() in (entry / "environ").read_bytes().split(b"\0"):
+                return int(entry.name)
+        except (OSError, ValueError):
+            continue
+    raise RuntimeError(f"no child of {parent} with {env_entry}")
 
 
 def write_table(rows: list[Row], out: Path, commit: str) -> None:

@@ -163,7 +163,7 @@ def _what_instead(path: Path, resuming: bool) -> str:
         return (f"resume from an earlier checkpoint kept beside it ({', '.join(p.name for p in kept[-3:])}): copy "
                 f"it over {path.name} and resume again, or start the run anew")
     if resuming:
-        return "no earlier checkpoint is kept (run.keep_checkpoints=0): start the run anew"
+        return "no earlier checkpoint is kept beside it (run.keep_checkpoints): start the run anew"
     if kept:
         return f"use an earlier checkpoint kept beside it ({', '.join(p.name for p in kept[-3:])}) or another run"
     return "use another checkpoint"

@@ -17,7 +17,8 @@ def add_parser(sub) -> None:
                    help="continue the run in RUN_DIR from its last checkpoint, mid-epoch ones included (its saved "
                         "config is used; --epochs, the device, logging and checkpoint settings may change, other "
                         "changes are refused). 'auto': resume the run in --out-dir if it is an unfinished run of "
-                        "this config, start it if there is none (for requeued jobs)")
+                        "this config (or a finished one without its report), start it if there is none (for "
+                        "requeued jobs)")
     p.add_argument("--stop-on-collapse", action="store_true",
                    help="stop when std(z/|z|) x sqrt(d) falls under monitor.collapse_threshold")
     p.set_defaults(run=run)
