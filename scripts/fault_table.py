@@ -311,6 +311,7 @@ def run_cases(work: Path) -> list[Row]:
     _kill9_during_writes(t, work)
     _import_cases(t, work)
     _cache_names_and_interrupt_cases(t, work)  # issue 25: the image cache, file names, embed, Ctrl-C
+    _issue25_cases(t, work, len(data))  # issue 25: run lock, NaN weights, full disk, elastic restart
     return t.rows
 
 
@@ -568,6 +569,154 @@ def _ctrl_c_when(argv: list[str], text: str, presses: int = 1, delay: float = 0.
         r.join(timeout=10)
     err = bytes(seen["err"]).decode(errors="replace").replace("\r", "\n")
     return subprocess.CompletedProcess(argv, proc.returncode, bytes(seen["out"]).decode(errors="replace"), err)
+
+
+# ------------------------------------------------------------------ issue 25: run lock, NaN weights, full disk
+def _issue25_cases(t: Table, work: Path, checkpoint_bytes: int) -> None:
+    """Two processes in one run directory, checkpoints with non-finite weights, a full disk while the
+    report is written. Needs ``base`` and ``straight`` (above)."""
+    from simsiam.artifacts.run_lock import DirectoryLock
+
+    _busy_run_dir(t, work)
+    base = work / "base"
+    folder = work / "ft_busy"
+    with DirectoryLock(folder, "fine-tune"):  # held by this script's process
+        t.cli("finetune into a folder another process is fine-tuning into", "finetune", str(base), "--out", str(folder),
+              "--label-seeds", "0", "--contenders", "knn")
+
+    damaged = _nan_checkpoint(base, work / "nan_run")
+    ckpt, images = str(damaged / "checkpoint.pt"), str(work / "mixed")
+    for command, argv in [("knn", ["knn", ckpt]), ("embed", ["embed", ckpt, "--data", images, "--out", str(work / "e")]),
+                          ("similar", ["similar", ckpt, "--data", images, "--out", str(work / "s")]),
+                          ("export", ["export", ckpt, "--format", "onnx", "--out", str(work / "x.onnx")]),
+                          ("linear", ["linear", ckpt]), ("finetune", ["finetune", ckpt, "--out", str(work / "f")]),
+                          ("predict", ["predict", ckpt, "--data", images, "--out", str(work / "p")]),
+                          ("--resume", ["pretrain", "--resume", str(damaged)])]:
+        t.cli(f"{command} of a checkpoint whose weights are NaN", *argv)
+    run = work / "overflow"
+    t.cli("weights that overflow to inf in training (optim.base_lr=1e38; checked before the loss is)", "pretrain",
+          *LONGER, "--out-dir", str(run), "optim.base_lr=1e38", "run.checkpoint_every_steps=1", "run.log_every=1000",
+          checked=lambda: loadable(run / "checkpoint.pt"))
+    _report_disk_full(t, work, checkpoint_bytes)
+    _elastic_restart(t, work)
+
+
+def _busy_run_dir(t: Table, work: Path) -> None:
+    """A run stopped (SIGSTOP) after step 3 still holds its directory: a second start, --resume and
+    --resume auto there are refused; once it is killed (-9), --resume auto takes the directory over."""
+    run = work / "busy"
+    argv = [*LONGER, "--out-dir", str(run), "run.checkpoint_every_steps=1"]
+    proc = subprocess.Popen([PY, "-m", "simsiam", "pretrain", *[a for a in argv if a != "--quiet"]],
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        for line in proc.stdout:
+            if " step 3 " in line:
+                proc.send_signal(signal.SIGSTOP)
+                break
+        before = (run / "metrics.jsonl").read_bytes()
+        t.cli("pretrain started again in a run directory that is still training", "pretrain", *argv)
+        t.cli("--resume of a run that is still training", "pretrain", "--resume", str(run))
+        t.cli("--resume auto of a run that is still training", "pretrain", *argv, "--resume", "auto",
+              checked=lambda: "metrics.jsonl " + ("unchanged" if (run / "metrics.jsonl").read_bytes() == before
+                                                  else "CHANGED") + " by the refused commands")
+    finally:
+        proc.kill()
+        proc.wait()
+    t.cli("--resume auto after the run holding the directory was killed (kill -9: its lock went with it)", "pretrain",
+          *argv, "--resume", "auto", checked=lambda: same_weights(work / "straight", run))
+
+
+def _nan_checkpoint(base: Path, run: Path) -> Path:
+    import torch
+
+    run.mkdir()
+    ckpt = torch.load(base / "checkpoint.pt", weights_only=True)
+    for v in ckpt["model"].values():
+        if v.is_floating_point():
+            v.fill_(float("nan"))
+    torch.save(ckpt, run / "checkpoint.pt")
+    return run
+
+
+def _report_disk_full(t: Table, work: Path, checkpoint_bytes: int) -> None:
+    """A tmpfs with room for a 1-epoch run's checkpoint and records but not for its curves.png; then
+    made larger, and the same command with --resume auto."""
+    full = work / "full_report"
+    full.mkdir()
+    page = 4096
+    size = -(-checkpoint_bytes // page) * page + 6 * page  # the checkpoint, config, records, lock; ~40 KB short
+    ok = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(full)], capture_output=True)
+    if ok.returncode != 0:
+        t.add(Row("full disk while the report is written", "(needs root for a tmpfs)", "skipped", "", ""))
+        return
+    run = full / "run"
+    argv = [*TINY, "--epochs", "1", "--out-dir", str(run)]
+    try:
+        t.cli("full disk while the run's end writes curves.png and report.md", "pretrain", *argv,
+              checked=lambda: loadable(run / "checkpoint.pt") + "; " + ", ".join(
+                  f"{n} {'present' if (run / n).exists() else 'missing'}" for n in ("curves.png", "report.md")))
+        subprocess.run(["mount", "-o", f"remount,size={size + 64 * page}", str(full)], check=True)
+        t.cli("--resume auto of that finished run once there is space (its end outputs written again)", "pretrain",
+              *argv, "--resume", "auto", checked=lambda: ", ".join(
+                  f"{n} {'present' if (run / n).exists() else 'missing'}" for n in ("curves.png", "report.md")))
+    finally:
+        subprocess.run(["umount", str(full)])
+
+
+def _elastic_restart(t: Table, work: Path) -> None:
+    """torchrun --max-restarts=1 (2 gloo workers), one worker killed (-9) after the checkpoint of step
+    20: the first restart must join, resume and end as the uninterrupted run does."""
+    torchrun = Path(PY).parent / "torchrun"
+    if not torchrun.exists():
+        t.add(Row("kill -9 of one torchrun worker (--max-restarts=1)", "(torchrun not installed)", "skipped", "", ""))
+        return
+    argv = ["--preset", "digits", "data.eval_split=", "model.width=4", "model.proj_hidden=32", "model.dim=32",
+            "data.train_limit=512", "optim.batch_size=64", "run.deterministic=true", "--epochs", "4", "--device",
+            "cpu", "run.log_every=1", "run.checkpoint_every_steps=2", "--resume", "auto"]
+
+    # simsiam's entry point, rank 1 of a restart 3 s late (a slower node): the timing that made a restarted
+    # rank read its peer's address from the crashed attempt.
+    late = work / "late_start.py"
+    late.write_text("import os, sys, time\n"
+                    "if os.environ['TORCHELASTIC_RESTART_COUNT'] != '0' and os.environ['LOCAL_RANK'] == '1':\n"
+                    "    time.sleep(3)\n"
+                    "from simsiam.cli import main\n"
+                    "sys.exit(main(sys.argv[1:]))\n")
+
+    def start(run: Path) -> subprocess.Popen:
+        return subprocess.Popen([str(torchrun), "--standalone", "--nproc-per-node=2", "--max-restarts=1", str(late),
+                                 "pretrain", *argv, "--out-dir", str(run)], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+
+    straight = start(work / "ddp_straight")
+    straight.communicate(timeout=600)
+    proc = start(work / "ddp_killed")
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if " step 22 " in line:
+            os.kill(_child_with(proc.pid, "LOCAL_RANK=1"), signal.SIGKILL)
+            break
+    lines += proc.communicate(timeout=600)[0].splitlines(keepends=True)
+    seen = [line.strip() for line in lines if line.startswith(("done:", "resuming")) or "connectFullMesh" in line]
+    t.add(Row("kill -9 of one of 2 torchrun workers after step 22 (--max-restarts=1, --resume auto; checkpoint at "
+              "step 20; the restarted rank 1 starts 3 s late)", "torchrun --standalone --nproc-per-node=2 "
+              "--max-restarts=1 -m simsiam pretrain "
+              "<digits, 32 steps of 2 x 32> run.checkpoint_every_steps=2 --resume auto --out-dir ddp_killed; kill -9 "
+              "<rank 1>", proc.returncode, " / ".join(seen[-2:]),
+              same_weights(work / "ddp_straight", work / "ddp_killed")))
+
+
+def _child_with(parent: int, env_entry: str) -> int:
+    """The pid of the child of ``parent`` whose environment holds ``env_entry`` (a torchrun worker)."""
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == parent \
+                    and env_entry.encode() in (entry / "environ").read_bytes().split(b"\0"):
+                return int(entry.name)
+        except (OSError, ValueError):
+            continue
+    raise RuntimeError(f"no child of {parent} with {env_entry}")
 
 
 def write_table(rows: list[Row], out: Path, commit: str) -> None:

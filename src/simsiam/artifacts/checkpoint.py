@@ -8,11 +8,12 @@ primitive containers, so a checkpoint from disk cannot run code.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Iterator
 
 import numpy as np
 import torch
@@ -24,6 +25,15 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable, or does not fit what it is loaded into."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_PLAIN_MODE = 0o666 & ~_umask()  # read once, at import: the process's umask
+
+
 def write_atomic(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     """Call ``write(file)`` on a temporary file beside ``path``, flush it to disk, then rename it
     over ``path``: a crash leaves the old file or the new one, never half of one."""
@@ -32,6 +42,7 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     fh = _ErrorKeepingFile(os.fdopen(fd, "wb"))
     try:
+        os.fchmod(fd, _PLAIN_MODE)  # mkstemp's 0600, widened to what open() would give (a report is for sharing)
         with fh.file:
             write(fh)
             fh.flush()
@@ -47,6 +58,18 @@ def write_atomic(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
             raise OSError(cause.errno, cause.strerror, str(path)) from err
         raise
     return path
+
+
+@contextlib.contextmanager
+def naming(path: str | Path) -> Iterator[None]:
+    """An OSError raised inside without a file name (a write or close that hit a full disk) gets
+    ``path``: the line the user sees says which file could not be written."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename or err.errno is None:
+            raise
+        raise OSError(err.errno, err.strerror, str(path)) from err
 
 
 class _ErrorKeepingFile:
@@ -75,21 +98,26 @@ def save_atomic(obj: dict, path: str | Path) -> Path:
     return write_atomic(path, lambda fh: torch.save(obj, fh))
 
 
-def load(path: str | Path, map_location: Any = "cpu") -> dict:
+def load(path: str | Path, map_location: Any = "cpu", resuming: bool = False) -> dict:
     """Load a checkpoint safely (tensors and plain containers only): a checkpoint file, a run
     directory (its ``checkpoint.pt``) or a pretrained folder (``model.safetensors`` + ``config.json``,
-    written by ``simsiam export --format hf``)."""
+    written by ``simsiam export --format hf``). One whose weights hold NaN or inf is refused
+    (``resuming``: the line says how a run goes on instead)."""
     path = Path(path)
-    if path.is_dir():
-        if not (path / "checkpoint.pt").exists() and is_pretrained_folder(path):
-            return read_pretrained_folder(path)
-        path = path / "checkpoint.pt"
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {str(path)!r}: give a checkpoint file or a run directory "
-                              "that holds checkpoint.pt (written by `simsiam pretrain`)")
-    ckpt = read_untrusted(path, map_location)
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-        raise CheckpointError(f"{str(path)!r} is not a simsiam checkpoint (no 'model' and 'config' entries)")
+    if path.is_dir() and not (path / "checkpoint.pt").exists() and is_pretrained_folder(path):
+        ckpt = read_pretrained_folder(path)
+    else:
+        path = path / "checkpoint.pt" if path.is_dir() else path
+        if not path.is_file():
+            raise CheckpointError(f"no checkpoint at {str(path)!r}: give a checkpoint file or a run directory "
+                                  "that holds checkpoint.pt (written by `simsiam pretrain`)")
+        ckpt = read_untrusted(path, map_location)
+        if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+            raise CheckpointError(f"{str(path)!r} is not a simsiam checkpoint (no 'model' and 'config' entries)")
+    bad = non_finite_tensors(ckpt)
+    if bad:
+        raise CheckpointError(f"{str(path)!r} is damaged: {_named(bad)} hold NaN or inf values, so nothing computed "
+                              f"from it would mean anything; {_what_instead(path, resuming)}")
     return ckpt
 
 
@@ -103,6 +131,53 @@ def read_untrusted(path: str | Path, map_location: Any = "cpu") -> Any:
         raise  # unreadable file (permissions, I/O): the CLI names the path and the cause
     except Exception as err:  # corrupt file, or one that holds pickled objects we refuse to run
         raise CheckpointError(f"cannot read checkpoint {str(path)!r}: {_why_unreadable(path, err)}") from err
+
+
+# The entries that hold weights, or state that becomes weights at the next step; the RNG states and
+# the epoch's running sums are not weights.
+WEIGHT_ENTRIES = ("model", "optimizer", "classifier")
+
+
+def non_finite_tensors(ckpt: dict) -> list[str]:
+    """The names of the floating-point tensors of ``ckpt``'s weight entries that hold a NaN or an
+    inf (``backbone.conv1.weight``, ``optimizer.state.3.momentum_buffer``): one pass, a reduction
+    per tensor."""
+    bad: list[str] = []
+
+    def visit(x, name: str) -> None:
+        if isinstance(x, torch.Tensor):
+            if (x.is_floating_point() or x.is_complex()) and not bool(torch.isfinite(x).all()):
+                bad.append(name)
+        elif isinstance(x, dict):
+            for k, v in x.items():
+                visit(v, f"{name}.{k}" if name else str(k))
+        elif isinstance(x, (list, tuple)):
+            for i, v in enumerate(x):
+                visit(v, f"{name}.{i}")
+
+    for entry in WEIGHT_ENTRIES:
+        if entry in ckpt:
+            visit(ckpt[entry], "" if entry == "model" else entry)
+    return bad
+
+
+def _named(bad: list[str], shown: int = 3) -> str:
+    more = f" and {len(bad) - shown} more" if len(bad) > shown else ""
+    return f"{len(bad)} tensor(s) ({', '.join(bad[:shown])}{more})"
+
+
+def _what_instead(path: Path, resuming: bool) -> str:
+    """For a damaged checkpoint: the earlier ones kept beside it (``run.keep_checkpoints``), if any."""
+    kept = [p for p in sorted(path.parent.glob(f"{path.stem}-step*{path.suffix}"))
+            if p != path and not p.samefile(path)]  # the newest kept copy is a hard link of this very file
+    if resuming and kept:
+        return (f"resume from an earlier checkpoint kept beside it ({', '.join(p.name for p in kept[-3:])}): copy "
+                f"it over {path.name} and resume again, or start the run anew")
+    if resuming:
+        return "no earlier checkpoint is kept beside it (run.keep_checkpoints): start the run anew"
+    if kept:
+        return f"use an earlier checkpoint kept beside it ({', '.join(p.name for p in kept[-3:])}) or another run"
+    return "use another checkpoint"
 
 
 def _why_unreadable(path: Path, err: Exception) -> str:

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import functools
+import io
 import subprocess
 import sys
 from pathlib import Path
 from typing import Sequence
 
 from ..config import Config
+from .checkpoint import write_atomic
 from .runlog import read_metrics
 
 
@@ -48,7 +50,7 @@ def plot_curves(runs: Sequence[tuple[str, list[dict]]], path: Path, title: str =
         ax.grid(alpha=0.3)
     axes[1].axhline(0, color="grey", lw=0.8)
     if len(runs) == 1:  # the baselines a run recorded at its end, as reference lines on the kNN panel
-        for r in (r for r in runs[0][1] if r.get("kind") == "baselines"):
+        for r in _last_baselines(runs[0][1]):
             for key, style in (("raw_pixels", ":"), ("random_init", "--")):
                 if key in r:
                     axes[2].axhline(r[key], color="grey", ls=style, lw=1, label=key.replace("_", " "))
@@ -58,9 +60,10 @@ def plot_curves(runs: Sequence[tuple[str, list[dict]]], path: Path, title: str =
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
     plt.close(fig)
-    return path
+    return write_atomic(path, lambda fh: fh.write(png.getvalue()))  # a full disk names the file, leaves no half
 
 
 def write_outputs(run_dir: Path, cfg: Config, result) -> None:
@@ -87,9 +90,22 @@ def write_outputs(run_dir: Path, cfg: Config, result) -> None:
     for r in epochs:
         knn = f"{r['knn_acc']:.2f}" if "knn_acc" in r else ""
         lines.append(f"| {r['epochs_done']} | {r['loss']:.4f} | {r['z_std_sqrt_d']:.3f} | {knn} | {r['images_per_s']:.0f} |")
-    for r in (r for r in records if r.get("kind") == "baselines"):
+    for r in _last_baselines(records):
         lines += ["", f"Baselines under the same kNN protocol (k={r['k']}, T={r['t']}): "
                   + ", ".join(f"{key.replace('_', ' ')} {r[key]:.2f}%" for key in ("raw_pixels", "standardised_pixels",
                                                                                  "random_init") if key in r) + "."]
     lines += ["", "![curves](curves.png)", "", "The full config is in `config.json`; every record in `metrics.jsonl`."]
-    (run_dir / "report.md").write_text("\n".join(lines) + "\n")
+    write_atomic(run_dir / "report.md", lambda fh: fh.write(("\n".join(lines) + "\n").encode()))
+
+
+def _last_baselines(records: list[dict]) -> list[dict]:
+    """The run's baselines record, the last one when a finished run was resumed (its end runs again)."""
+    return [r for r in records if r.get("kind") == "baselines"][-1:]
+
+
+# What a finished run's end writes (write_outputs): a resume of a finished run without them writes them again.
+OUTPUTS = ("report.md", "curves.png")
+
+
+def missing_outputs(run_dir: str | Path) -> list[str]:
+    return [name for name in OUTPUTS if not (Path(run_dir) / name).is_file()]

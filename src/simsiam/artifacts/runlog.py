@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from ..parallel import distributed as dist
+from .checkpoint import naming
 from .loggers import Logger, build_loggers, kept_on_resume
 
 EPOCH_LINE_SECONDS = 60  # under --quiet, the least time between two routine epoch lines
@@ -39,7 +40,7 @@ class RunLog:
         if not self.enabled:
             return
         record = {"time": round(time.time(), 3), **record}
-        with open(self.path, "a") as fh:
+        with naming(self.path), open(self.path, "a") as fh:
             fh.write(json.dumps(record) + "\n")
         for logger in self.loggers:
             logger.write(record)
@@ -50,7 +51,8 @@ class RunLog:
         if not self.enabled:
             return
         kept = [r for r in read_metrics(self.path.parent) if kept_on_resume(r, epoch, step)]
-        self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        with naming(self.path):
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
         for logger in self.loggers:
             logger.keep_until(epoch, step)
 

@@ -59,13 +59,14 @@ def runtime_error_line(err: RuntimeError) -> Optional[str]:
 def user_facing() -> tuple[type[BaseException], ...]:
     """Errors that explain themselves: printed as one line, without a traceback."""
     from ..artifacts.checkpoint import CheckpointError
+    from ..artifacts.run_lock import DirectoryBusy
     from ..augment.native import NativeUnavailable
     from ..config import ConfigError
     from ..data import DatasetNotFound
     from ..train.pretrain import TrainingDiverged
 
     return (ConfigError, DatasetNotFound, CheckpointError, TrainingDiverged, NativeUnavailable, FileExistsError,
-            ValueError)
+            ValueError, DirectoryBusy)
 
 
 def one_line(err: BaseException) -> Optional[str]:

@@ -17,7 +17,8 @@ def add_parser(sub) -> None:
                    help="continue the run in RUN_DIR from its last checkpoint, mid-epoch ones included (its saved "
                         "config is used; --epochs, the device, logging and checkpoint settings may change, other "
                         "changes are refused). 'auto': resume the run in --out-dir if it is an unfinished run of "
-                        "this config, start it if there is none (for requeued jobs)")
+                        "this config (or a finished one without its report), start it if there is none (for "
+                        "requeued jobs)")
     p.add_argument("--stop-on-collapse", action="store_true",
                    help="stop when std(z/|z|) x sqrt(d) falls under monitor.collapse_threshold")
     p.set_defaults(run=run)
@@ -48,8 +49,10 @@ def run(args: argparse.Namespace) -> int:
 
 def _config_and_resume(args: argparse.Namespace):
     """The config to run and whether it resumes; ``(None, False)`` when ``--resume auto`` finds the
-    run already finished (said in one line)."""
+    run already finished (said in one line). A finished run whose end outputs are missing (a full
+    disk as they were written) is resumed: a resumed finished run writes them again."""
     from ..artifacts import checkpoint as ckpt_io
+    from ..artifacts.report import missing_outputs
     from ..config import from_dict
     from ..parallel import distributed as dist
     from ..train.resume import auto_resume
@@ -58,14 +61,20 @@ def _config_and_resume(args: argparse.Namespace):
         cfg = config_from_args(args)
         state, saved = auto_resume(cfg)
         if state == "finished":
-            if dist.is_main():
-                print(f"{cfg.run.out_dir} already holds this run, finished ({saved['epoch']} epochs); nothing to do")
-            return None, False
-        return cfg, state == "resume"
+            missing = missing_outputs(cfg.run.out_dir)
+            if not missing:
+                if dist.is_main():
+                    print(f"{cfg.run.out_dir} already holds this run, finished ({saved['epoch']} epochs); "
+                          "nothing to do")
+                return None, False
+            if dist.is_main():  # its end was cut short (a full disk?): resuming a finished run writes them
+                print(f"{cfg.run.out_dir} holds this run, finished ({saved['epoch']} epochs), without its "
+                      f"{' and '.join(missing)}: writing {'them' if len(missing) > 1 else 'it'} again")
+        return cfg, state in ("resume", "finished")
     if args.resume:
         # The run's own recipe, changed only by what this command line sets explicitly: the
         # preset's defaults must not count as changes.
-        own = from_dict(ckpt_io.load(args.resume)["config"])
+        own = from_dict(ckpt_io.load(args.resume, resuming=True)["config"])
         cfg = config_from_args(args, base=own)
         cfg.run.out_dir = args.resume
         return cfg, True

@@ -23,6 +23,7 @@ import torch
 
 from ..artifacts.checkpoint import write_atomic
 from ..artifacts.report import git_commit
+from ..artifacts.run_lock import DirectoryLock
 from ..config import Config
 from ..data import ImageFiles, InMemoryImages, load_dataset
 from ..data.cache import decoded_if_configured
@@ -155,19 +156,32 @@ def finetune(run: str | Path, *, dataset: Optional[str] = None, data_dir: Option
     settings = {"run": str(run_path.resolve()), "dataset": data.name, "data_dir": data.data_dir, "split": data.split,
                 "image_size": data.size, "budgets": [b.name for b in budgets], "label_seeds": seeds,
                 "contenders": list(contenders), "crop_scale_min": crop_min, "recipe": dataclasses.asdict(recipe)}
-    _claim(out, settings)
-    log(f"fine-tuning {run_path} on {data.name} ({len(data.train)} training, {len(data.test)} {data.split} images, "
-        f"{len(data.classes)} classes) at {data.size}px; budgets {', '.join(b.name for b in budgets)}; label seeds "
-        f"{seeds}; precision {'bf16' if precision == 'bf16' else 'fp32'} ({why}); outputs in {out}")
+    # One process per folder: two would train the same cells and write the same files.
+    with DirectoryLock(out, "fine-tune", advice="choose another --out", on_stop="each finished result is kept"):
+        _claim(out, settings)
+        log(f"fine-tuning {run_path} on {data.name} ({len(data.train)} training, {len(data.test)} {data.split} "
+            f"images, {len(data.classes)} classes) at {data.size}px; budgets {', '.join(b.name for b in budgets)}; "
+            f"label seeds {seeds}; precision {'bf16' if precision == 'bf16' else 'fp32'} ({why}); outputs in {out}")
+        contest = _Contest(pretrained, cfg, channels, data, recipe, dev)
+        cells = _fill_cells(out, contest, budgets, seeds, contenders, crop_min, settings, log)
+        results = {"settings": settings, "classes": data.classes, "precision": precision, "cells": cells}
+        write_outputs(out, results, budgets, contenders)
+    results["out_dir"] = str(out)
+    return results
 
-    contest = _Contest(pretrained, cfg, channels, data, recipe, dev)
+
+def _fill_cells(out: Path, contest: "_Contest", budgets: Sequence[LabelBudget], seeds: list[int],
+                contenders: Sequence[str], crop_min: float, settings: dict, log: Callable[[str], None]) -> list[dict]:
+    """Every (budget, seed, contender) cell: read from ``out/cells`` when finished there, else run
+    and written at once, atomically."""
+    data = contest.data
     cells: dict[tuple[str, int, str], dict] = {}
     for budget in budgets:
         choices: dict[str, dict] = {}  # each contender's setting, chosen on the first seed
         for seed in seeds:
             draw = draw_labels(torch.as_tensor(data.train.labels), budget, seed, len(data.classes), data.classes)
             task = Task(select(data.train, draw.train), select(data.train, draw.val), data.test, len(data.classes),
-                        data.size, dev, seed, crop_min)
+                        data.size, contest.device, seed, crop_min)
             for contender in contenders:
                 path = out / "cells" / f"{budget.slug}-seed{seed}-{contender}.json"
                 if path.is_file():
@@ -176,7 +190,7 @@ def finetune(run: str | Path, *, dataset: Optional[str] = None, data_dir: Option
                     label = f"{budget.name} seed {seed} {contender}"
                     outcome = contest.run(contender, task, choices.get(contender), log, label)
                     if outcome.model is not None:
-                        _save_model(out, contender, budget, draw, outcome, cfg, data, settings)
+                        _save_model(out, contender, budget, draw, outcome, contest.cfg, data, settings)
                     cell = {"budget": budget.name, "seed": seed, "contender": contender, "labelled": draw.labelled,
                             "train_images": len(draw.train), "val_images": len(draw.val),
                             "searched": contender not in choices, **outcome.record()}
@@ -185,11 +199,7 @@ def finetune(run: str | Path, *, dataset: Optional[str] = None, data_dir: Option
                         f"{cell['time_s']:.0f}s)")
                 choices.setdefault(contender, cell["choice"])
                 cells[(budget.name, seed, contender)] = cell
-    results = {"settings": settings, "classes": data.classes, "precision": precision,
-               "cells": list(cells.values())}
-    write_outputs(out, results, budgets, contenders)
-    results["out_dir"] = str(out)
-    return results
+    return list(cells.values())
 
 
 class _Contest:

@@ -49,12 +49,26 @@ def init(device: str = "auto") -> torch.device:
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
         if use_cuda:
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo", store=_attempt_store(),
+                                rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
     if not use_cuda:
         return torch.device("cpu")
     if is_enabled():
         return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
     return torch.device(device if device.startswith("cuda") else "cuda")
+
+
+def _attempt_store() -> dist.Store:
+    """The rendezvous store of ``env://`` (torchrun's own), its keys prefixed by torchrun's restart count.
+
+    torchrun keeps one store for all the restart attempts of a job. Each rank writes its address
+    there to connect to the others, and the keys of a crashed attempt stay: a rank of the restarted
+    attempt that reads a key before its peer has rewritten it gets the dead process's address, and
+    init fails ("Gloo connectFullMesh failed ... Connect timeout" or "Connection refused"; measured:
+    the first restart after a ``kill -9`` of one worker failed, the second got through). Keys of
+    their own per attempt leave nothing stale to read."""
+    store, _, _ = next(dist.rendezvous("env://"))
+    return dist.PrefixStore(f"simsiam/attempt_{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def collective_device() -> torch.device:

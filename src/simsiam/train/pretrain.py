@@ -7,6 +7,7 @@ with a mid-epoch checkpoint, from which a resumed run continues exactly where it
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -21,6 +22,7 @@ from torch import nn
 
 from ..artifacts import checkpoint as ckpt_io
 from ..artifacts.report import git_commit, write_outputs
+from ..artifacts.run_lock import DirectoryBusy, DirectoryLock
 from ..artifacts.runlog import RunLog, read_metrics
 from ..config import Config
 from ..data import load_dataset
@@ -101,29 +103,33 @@ def pretrain(cfg: Config, resume: bool = False, stop: Optional[StopRequest] = No
     after the current step with a checkpoint: ``result.stopped_early == "signal"``.
     """
     keep_freed_memory()  # the CLI has done so already; this is for the Python API
-    with stop or StopRequest() as stop:
-        run = _set_up(cfg, resume, stop, backbone)
-        try:
-            result = _train_epochs(run)
-        except Interrupted as err:
-            err.run_dir = run.run_dir  # for the CLI's line: which checkpoint is left
-            run.log.close()
-            raise
-    if result.stopped_early != "signal":
-        _compare_with_baselines(run, result)
-        if run.eval_set is not None and "tensorboard" in run.cfg.run.loggers:
-            log_embedding_projector(run.log, run.method.backbone, run.eval_set, device=run.device,
-                                    image_size=run.cfg.data.image_size, step=run.step)
-    run.log.close()
-    if dist.is_main() and result.stopped_early != "signal":
-        write_outputs(run.run_dir, run.cfg, result)
+    # The run directory's lock (taken by rank 0 in _prepare_run_dir) is held until the outputs are
+    # written, and released on every way out, an exception included.
+    with contextlib.ExitStack() as held:
+        with stop or StopRequest() as stop:
+            run = _set_up(cfg, resume, stop, backbone, held)
+            try:
+                result = _train_epochs(run)
+            except Interrupted as err:
+                err.run_dir = run.run_dir  # for the CLI's line: which checkpoint is left
+                run.log.close()
+                raise
+        if result.stopped_early != "signal":
+            _compare_with_baselines(run, result)
+            if run.eval_set is not None and "tensorboard" in run.cfg.run.loggers:
+                log_embedding_projector(run.log, run.method.backbone, run.eval_set, device=run.device,
+                                        image_size=run.cfg.data.image_size, step=run.step)
+        run.log.close()
+        if dist.is_main() and result.stopped_early != "signal":
+            write_outputs(run.run_dir, run.cfg, result)
     return result
 
 
 # ------------------------------------------------------------------------------------------ set-up
 
-def _set_up(cfg: Config, resume: bool, stop: StopRequest, backbone: Optional[nn.Module]) -> _Run:
-    saved = ckpt_io.load(Path(cfg.run.out_dir) / "checkpoint.pt") if resume else None
+def _set_up(cfg: Config, resume: bool, stop: StopRequest, backbone: Optional[nn.Module],
+            held: contextlib.ExitStack) -> _Run:
+    saved = ckpt_io.load(Path(cfg.run.out_dir) / "checkpoint.pt", resuming=True) if resume else None
     cfg = copy.deepcopy(cfg)
     if backbone is not None:  # named before the resume check, which compares it with the run's
         cfg.model.backbone = CUSTOM_PREFIX + type(backbone).__name__
@@ -147,7 +153,7 @@ def _set_up(cfg: Config, resume: bool, stop: StopRequest, backbone: Optional[nn.
         torch.use_deterministic_algorithms(True)
     seed_everything(cfg.run.seed)
 
-    run_dir = _prepare_run_dir(cfg, resume)
+    run_dir = _prepare_run_dir(cfg, resume, held)
     log = RunLog(run_dir, quiet=cfg.run.quiet, loggers=cfg.run.loggers, resume_step=saved["step"] if saved else 0)
     if budget_line and saved is None and dist.is_main():
         log.info(budget_line)
@@ -187,9 +193,19 @@ def _backbone_words(cfg: Config, method: Method) -> str:
     return f"{cfg.model.backbone} ({params / 1e6:.2f}M parameters, {method.backbone.num_features} features)"
 
 
-def _prepare_run_dir(cfg: Config, resume: bool) -> Path:
+def _prepare_run_dir(cfg: Config, resume: bool, held: contextlib.ExitStack) -> Path:
+    """The run directory, locked by rank 0 (the one process that writes) for as long as ``held``
+    lasts, checked and given the run's ``config.json``."""
     run_dir = Path(cfg.run.out_dir)
-    problem = ""
+    problem, busy = "", ""
+    if dist.is_main():
+        try:  # first: what another process is doing there is no ground for any other verdict
+            held.enter_context(DirectoryLock(run_dir, "run"))
+        except DirectoryBusy as err:
+            busy = str(err)
+    busy = dist.broadcast_object(busy)
+    if busy:
+        raise DirectoryBusy(busy)
     if dist.is_main():
         if not resume and (run_dir / "checkpoint.pt").exists():
             problem = (f"{run_dir} already holds a run; resume it with --resume, or choose another "
@@ -426,14 +442,21 @@ def _compare_with_baselines(run: _Run, result: RunResult) -> None:
 def _checkpoint(run: _Run, epochs_done: int, position: Optional[EpochTotals] = None) -> None:
     """The run's state to ``checkpoint.pt``, atomically; mid-epoch, ``position`` says where in epoch
     ``epochs_done`` (the steps done in it, the sums so far) the run continues."""
+    bad: list[str] = []
     if dist.is_main():
         extra = {"amp_requested": run.amp_requested}
         if position is not None:
             extra["position"] = position.state()
-        ckpt_io.save_atomic(ckpt_io.make_checkpoint(model=run.method, optimizer=run.optimizer, epoch=epochs_done,
-                                                    step=run.step, config=run.cfg.to_dict(), extra=extra),
-                            run.run_dir / "checkpoint.pt")
-        ckpt_io.keep_recent(run.run_dir / "checkpoint.pt", run.step, run.cfg.run.keep_checkpoints)
+        ckpt = ckpt_io.make_checkpoint(model=run.method, optimizer=run.optimizer, epoch=epochs_done, step=run.step,
+                                       config=run.cfg.to_dict(), extra=extra)
+        # The last line of defence: weights that went NaN or inf are never written over a good checkpoint.
+        bad = ckpt_io.non_finite_tensors(ckpt)
+        if not bad:
+            ckpt_io.save_atomic(ckpt, run.run_dir / "checkpoint.pt")
+            ckpt_io.keep_recent(run.run_dir / "checkpoint.pt", run.step, run.cfg.run.keep_checkpoints)
+    bad = dist.broadcast_object(bad)  # every rank stops, none waits alone in the barrier
+    if bad:
+        _non_finite_weights(run, epochs_done, bad)
     run.poll.saved(run.step)
     dist.barrier()
 
@@ -459,6 +482,15 @@ def _diverged(run: _Run, epoch: int, step: int, value: float):
         advice = "lower optim.base_lr or add optim.warmup_epochs, then start anew (resuming would replay the same steps)"
     raise TrainingDiverged(
         f"the loss became {value} at step {step} (epoch {epoch + 1}); training stopped. {_last_checkpoint(run)}{advice}")
+
+
+def _non_finite_weights(run: _Run, epochs_done: int, bad: list[str]):
+    shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+    run.log.write({"kind": "diverged", "epoch": epochs_done, "step": run.step, "non_finite": bad[:20]})
+    raise TrainingDiverged(
+        f"the weights became NaN or inf by step {run.step} in {len(bad)} tensor(s) ({shown}); "
+        f"the checkpoint was not written. {_last_checkpoint(run)}"
+        "lower optim.base_lr or add optim.warmup_epochs, then start anew (resuming would replay the same steps)")
 
 
 def _last_checkpoint(run: _Run) -> str:

@@ -75,7 +75,7 @@ def auto_resume(cfg: Config) -> tuple[str, Optional[dict]]:
     path = Path(cfg.run.out_dir) / "checkpoint.pt"
     if not path.exists():
         return "fresh", None
-    saved = ckpt_io.load(path)
+    saved = ckpt_io.load(path, resuming=True)
     refused = refused_changes(saved["config"], cfg)
     if refused:
         listed = ", ".join(f"{k} ({then!r} there, {now!r} here)" for k, (then, now) in list(refused.items())[:4])
