@@ -5,6 +5,7 @@ and the two training loaders (batched tensor path, per-image reference path).
 each name to its loader. Nothing is downloaded.
 """
 
+from .decode import decode_image
 from .errors import DatasetNotFound, UnreadableImage
 from .files import ImageFiles
 from .idx import read_idx
@@ -20,6 +21,7 @@ __all__ = [
     "TwoViewDataset",
     "UnreadableImage",
     "collate_views",
+    "decode_image",
     "load_dataset",
     "read_idx",
 ]

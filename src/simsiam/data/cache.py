@@ -40,7 +40,8 @@ from ..config import DataConfig
 from ..parallel import distributed as dist
 from ..paths import cache_root
 from .errors import UnreadableImage
-from .files import ImageFiles, _decode
+from .decode import decode_image
+from .files import ImageFiles
 from .memory import InMemoryImages
 
 
@@ -57,7 +58,7 @@ def decoded_if_configured(dataset, d: DataConfig, log: Callable[[str], None] = p
 
 def cache_key(dataset: ImageFiles, side: int) -> str:
     """Changes with any file added, removed, rewritten or touched, and with the storage resolution."""
-    h = hashlib.sha256(f"{side}:{dataset.channels}:v2".encode())
+    h = hashlib.sha256(f"{side}:{dataset.channels}:v3".encode())  # v3: EXIF orientation applied
     for path, label in zip(dataset.paths, dataset.labels):
         st = os.stat(path)
         # Absolute: the same folder named from another directory (or as ./x and x) is the same cache.
@@ -68,10 +69,10 @@ def cache_key(dataset: ImageFiles, side: int) -> str:
 def _decode_one(job: tuple[str, int, int]) -> tuple[Optional[np.ndarray], str]:
     path, side, channels = job
     try:
-        img = _decode(path, "L" if channels == 1 else "RGB")
+        img = decode_image(path, "L" if channels == 1 else "RGB", side)  # upright, shorter side at ``side``
     except UnreadableImage as err:
         return None, str(err)
-    img = TF.center_crop(TF.resize(img, side), [side, side])
+    img = TF.center_crop(img, [side, side])
     pixels = np.asarray(img, dtype=np.uint8)
     return (pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)), ""
 
