@@ -6,6 +6,7 @@ from . import (
     finetune,
     knn,
     linear,
+    pack,
     predict,
     presets,
     pretrain,
@@ -15,4 +16,4 @@ from . import (
     visualize,
 )
 
-COMMANDS = [pretrain, knn, linear, finetune, predict, embed, similar, export, visualize, presets, reproduce, sweep, bench]
+COMMANDS = [pretrain, knn, linear, finetune, predict, embed, similar, export, pack, visualize, presets, reproduce, sweep, bench]
