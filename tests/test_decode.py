@@ -111,3 +111,35 @@ def test_bytes_decode_like_the_file(eight):
         data = fh.read()
     assert np.array_equal(np.asarray(decode_image(data, "RGB", 16, name="x.jpg")),
                           np.asarray(decode_image(eight[5], "RGB", 16)))
+
+
+def photo_like(path, w: int = 1600, h: int = 1200, seed: int = 0) -> str:
+    """A JPEG with a photo's mix of smooth shading and fine texture (noise, edges) at every scale."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w] / max(h, w)
+    base = np.stack([np.sin(6 * x + c) * np.cos(4 * y - c) for c in (0.0, 1.0, 2.0)], -1) * 80 + 128
+    small = rng.normal(0, 40, (h // 16, w // 16, 3))
+    blobs = np.asarray(Image.fromarray(np.clip(small + 128, 0, 255).astype(np.uint8)).resize((w, h)), np.float64) - 128
+    pixels = base + blobs + rng.normal(0, 12, (h, w, 3))  # sensor-like grain
+    pixels[h // 3: h // 3 + 40, :] = 250  # a hard edge
+    Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(path, quality=90)
+    return str(path)
+
+
+@pytest.mark.parametrize("side", [64, 224])
+def test_reduced_scale_decode_is_close_to_full_decode_then_resize(tmp_path, monkeypatch, side):
+    """Measured on this fixture (1600x1200, JPEG q90), against full decode + the same resize:
+    side 64 (decoded at 1/8, 200x150): mean |diff| 0.60, max 4 of 255;
+    side 224 (decoded at 1/2, 800x600): mean |diff| 0.42, max 4."""
+    import simsiam.data.decode as decode
+
+    path = photo_like(tmp_path / "photo.jpg")
+    reduced = np.asarray(decode_image(path, "RGB", side), np.int16)
+    monkeypatch.setattr(decode, "REDUCED_SCALE", False)
+    full = np.asarray(decode_image(path, "RGB", side), np.int16)
+    assert reduced.shape == full.shape == (side, side * 4 // 3, 3)
+    diff = np.abs(reduced - full)
+    assert diff.mean() < 1.0 and diff.max() <= 8, (diff.mean(), diff.max())
+    with Image.open(path) as im:  # and it did decode at a reduced scale
+        im.draft("RGB", (2 * side, 2 * side))
+        assert im.size[0] < 1600

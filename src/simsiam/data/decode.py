@@ -30,6 +30,9 @@ from .errors import UnreadableImage
 # The DCT-scaled decode keeps at least this many times the asked-for side before the resize: the
 # resize then still averages over 2x2 decoded pixels or more, as it would from the full image.
 DRAFT_MARGIN = 2
+# Off: every file decoded at full size before the resize -- the reference that
+# scripts/decode_bench.py and tests/test_decode.py compare the reduced-scale decode with.
+REDUCED_SCALE = True
 
 # 16-bit grayscale (PNG, TIFF): PIL's convert("L") clips these at 255, which makes a typical
 # 16-bit image nearly all white; they are scaled to 8 bits instead.
@@ -43,7 +46,7 @@ def _to_8bit(img: Image.Image) -> Image.Image:
 
 
 def _upright(img: Image.Image, mode: str, side: int) -> Image.Image:
-    if side and img.format == "JPEG":
+    if side and REDUCED_SCALE and img.format == "JPEG":
         # draft(mode, (w, h)) picks the largest DCT reduction with both sides still >= (w, h);
         # asking for a square bounds the shorter side whichever way the photo is turned.
         want = DRAFT_MARGIN * side
