@@ -176,7 +176,7 @@ def test_bad_members_and_bad_shards_are_skipped_with_a_line_naming_them(shards, 
     assert len(skipped) == 12  # 1 truncated + 1 unlabelled + the 10 images of the broken shard
     assert sum("shard-000001.tar" in s and "cannot decode" in s for s in skipped) == 1
     assert sum("shard-000001.tar" in s and "no .cls label" in s for s in skipped) == 1
-    assert sum("shard-000003.tar" in s and "unreadable" in s for s in skipped) == 10
+    assert sum("shard-000003.tar" in s and "not a readable tar" in s for s in skipped) == 10
     assert all("\n" not in s for s in skipped)
 
 

@@ -4,7 +4,8 @@ orientation, converted to the run's mode and resized.
 
 Every reader of image files calls :func:`decode_image`: the per-image datasets
 (``files.ImageFiles``), the decoded-image cache (``cache.py``), ``embed``/``predict``/``similar``
-(through ``ImageFiles``), the thumbnails of ``similar`` and the WebDataset shards (``shards.py``).
+(through ``ImageFiles``), the thumbnails of ``similar`` and the WebDataset shards' stream
+(``shard_stream.py``).
 
 Orientation: a phone stores a portrait photo as a landscape pixel array with an EXIF tag saying
 how to turn it; ignoring the tag trains on photos lying on their side. ``ImageOps.exif_transpose``

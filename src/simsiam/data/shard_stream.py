@@ -122,7 +122,8 @@ class ShardStream(IterableDataset):
                 position += 1
             for missing in range(max(position, first), end):
                 why = errors[-1] if errors else "it holds fewer images than shards.json says"
-                yield self.offsets[s] + missing, f"{path}: image {missing} of the shard unreadable ({why})"
+                yield self.offsets[s] + missing, (f"{path}: not a readable tar, or it ends early ({why}); its image "
+                                                  f"{missing} skipped")
 
     @staticmethod
     def _shuffled(samples: Iterator, rng: random.Random) -> Iterator:

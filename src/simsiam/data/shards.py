@@ -90,14 +90,14 @@ def pack(folder: str, out: str, per_shard: int = IMAGES_PER_SHARD, progress: boo
     from tqdm import tqdm
 
     if not os.path.isdir(folder):
-        raise DatasetNotFound(f"simsiam pack: {folder} is not a directory; give the folder of images "
+        raise DatasetNotFound(f"{folder} is not a directory; give the folder of images "
                               "(class sub-folders give the labels)")
     target = Path(out)
     if (target / INDEX_NAME).exists():
         raise FileExistsError(f"{target} already holds shards ({INDEX_NAME}); choose another --out or remove it")
     paths, labels, classes = labelled_files(folder)
     if not paths:
-        raise DatasetNotFound(f"simsiam pack: no images under {folder} (searched recursively)")
+        raise DatasetNotFound(f"no images under {folder} (searched recursively)")
     if per_shard < 1:
         raise ValueError(f"--per-shard must be at least 1, got {per_shard}")
     target.mkdir(parents=True, exist_ok=True)
