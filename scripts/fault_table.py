@@ -312,6 +312,7 @@ def run_cases(work: Path) -> list[Row]:
     _import_cases(t, work)
     _cache_names_and_interrupt_cases(t, work)  # issue 25: the image cache, file names, embed, Ctrl-C
     _issue25_cases(t, work, len(data))  # issue 25: run lock, NaN weights, full disk, elastic restart
+    _shard_cases(t, work)  # issue 26: WebDataset shards
     return t.rows
 
 
@@ -717,6 +718,59 @@ def _child_with(parent: int, env_entry: str) -> int:
         except (OSError, ValueError):
             continue
     raise RuntimeError(f"no child of {parent} with {env_entry}")
+
+
+def _shard_cases(t: Table, work: Path) -> None:
+    """WebDataset shards (simsiam pack, data.dataset=shards): a block of its own, last."""
+    import io
+    import tarfile
+
+    import numpy as np
+    from PIL import Image
+
+    photos = work / "shard_photos"
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b"):
+        (photos / cls).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(photos / cls / f"{i}.jpg")
+    shards = work / "shards"
+    shard_tiny = ["--preset", "digits", "--quiet", "data.eval_split=", "model.width=4", "model.proj_hidden=32",
+                  "model.dim=32", "data.dataset=shards", "data.image_size=8", "optim.batch_size=4",
+                  "data.num_workers=0", "--epochs", "1"]
+    t.cli("simsiam pack of a folder that does not exist", "pack", str(work / "nowhere"), "--out", str(shards))
+    t.cli("simsiam pack of a folder of 24 JPEGs in 2 classes", "pack", str(photos), "--out", str(shards),
+          "--per-shard", "6", "--quiet", checked=lambda: f"{len(list(shards.glob('shard-*.tar')))} shards")
+    t.cli("simsiam pack into a folder that already holds shards", "pack", str(photos), "--out", str(shards))
+
+    def no_webdataset():
+        sys.modules["webdataset"] = None  # the import fails as when the extra is not installed
+
+    t.cli("simsiam pack without the webdataset package", "pack", str(photos), "--out", str(work / "shards2"),
+          preexec=no_webdataset)
+    t.cli("data.dataset=shards on a folder without shards.json", "pretrain", *shard_tiny, "--data-dir",
+          str(work / "empty"), "--out-dir", str(work / "new"))
+    t.cli("data.dataset=shards with the kNN monitor on", "pretrain", *shard_tiny, "data.eval_split=test",
+          "--data-dir", str(shards), "--out-dir", str(work / "new"))
+    broken = work / "broken_shards"
+    shutil.copytree(shards, broken)
+    with tarfile.open(broken / "shard-000000.tar") as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
+    keys = sorted({name.split(".")[0] for name, _ in members})
+    with tarfile.open(broken / "shard-000000.tar", "w") as tar:
+        for name, data in members:
+            key, kind = name.split(".", 1)
+            if (key, kind) == (keys[0], "jpg"):
+                data = data[: len(data) // 2]  # a truncated JPEG
+            if (key, kind) == (keys[1], "cls"):
+                continue  # a sample without its label
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    (broken / "shard-000001.tar").write_text("this is not a tar file\n")
+    t.cli("shards with a truncated JPEG, a sample without .cls and a file that is not a tar (trains; skips "
+          "counted)", "pretrain", *shard_tiny, "--data-dir", str(broken), "--out-dir", str(work / "shards_run"),
+          checked=lambda: _grep(work / "shards_run" / "metrics.jsonl", "skipped_images"))
 
 
 def write_table(rows: list[Row], out: Path, commit: str) -> None:

@@ -43,7 +43,7 @@ def _isolated_search(monkeypatch, tmp_path):
 
 
 def test_registry_names():
-    assert set(DATASETS) == {"fmnist", "cifar10", "cifar100", "stl10", "imagefolder", "folder", "digits", "tinyimagenet"}
+    assert set(DATASETS) == {"fmnist", "cifar10", "cifar100", "stl10", "imagefolder", "folder", "digits", "tinyimagenet", "shards"}
 
 
 def test_unknown_dataset_and_split():

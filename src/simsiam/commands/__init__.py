@@ -7,6 +7,7 @@ from . import (
     import_,
     knn,
     linear,
+    pack,
     predict,
     presets,
     pretrain,
@@ -16,4 +17,5 @@ from . import (
     visualize,
 )
 
-COMMANDS = [pretrain, knn, linear, finetune, predict, embed, similar, export, import_, visualize, presets, reproduce, sweep, bench]
+COMMANDS = [pretrain, knn, linear, finetune, predict, embed, similar, export, import_, pack, visualize, presets,
+            reproduce, sweep, bench]

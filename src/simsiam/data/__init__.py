@@ -1,10 +1,11 @@
-"""From files to batches of views: datasets (in-memory arrays, image folders), the epoch sampler
-and the two training loaders (batched tensor path, per-image reference path).
+"""From files to batches of views: datasets (in-memory arrays, image folders, WebDataset shards), the
+epoch sampler and the training loaders (batched tensor path, per-image reference path, shard stream).
 
 ``load_dataset(name, split, data_dir)`` is the entry point; ``DATASETS`` maps
 each name to its loader. Nothing is downloaded.
 """
 
+from .decode import decode_image
 from .errors import DatasetNotFound, UnreadableImage
 from .files import ImageFiles
 from .idx import read_idx
@@ -20,6 +21,7 @@ __all__ = [
     "TwoViewDataset",
     "UnreadableImage",
     "collate_views",
+    "decode_image",
     "load_dataset",
     "read_idx",
 ]

@@ -47,9 +47,17 @@ from tqdm import tqdm
 from ..config import DataConfig
 from ..parallel import distributed as dist
 from ..paths import cache_root
-from .cache_check import FORMAT, MISSING, file_checksum, problem, read_index, sources_fingerprint
+from .cache_check import (
+    FORMAT,
+    MISSING,
+    file_checksum,
+    problem,
+    read_index,
+    sources_fingerprint,
+)
+from .decode import decode_image
 from .errors import DecodeInterrupted, UnreadableImage
-from .files import ImageFiles, _decode
+from .files import ImageFiles
 from .memory import InMemoryImages
 from .names import name_bytes
 
@@ -70,7 +78,9 @@ def decoded_if_configured(dataset, d: DataConfig, log: Callable[[str], None] = p
 def cache_key(dataset: ImageFiles, side: int) -> str:
     """Changes with any file added, removed or relabelled, and with the storage resolution. A file
     rewritten in place keeps the key: the index's fingerprint finds it, and the cache is redone."""
-    h = hashlib.sha256(f"{side}:{dataset.channels}:v{FORMAT}".encode())
+    # "upright": images decoded with their EXIF orientation applied (data/decode.py); older caches
+    # hold them as stored, sideways for many phone photos, and are not found (decoded again once).
+    h = hashlib.sha256(f"{side}:{dataset.channels}:v{FORMAT}:upright".encode())
     for path, label in zip(dataset.paths, dataset.labels):
         # Absolute: the same folder named from another directory (or as ./x and x) is the same cache.
         # As bytes: a name that is not UTF-8 is hashed as the file system has it.
@@ -81,10 +91,10 @@ def cache_key(dataset: ImageFiles, side: int) -> str:
 def _decode_one(job: tuple[str, int, int]) -> tuple[Optional[np.ndarray], str]:
     path, side, channels = job
     try:
-        img = _decode(path, "L" if channels == 1 else "RGB")
+        img = decode_image(path, "L" if channels == 1 else "RGB", side)  # upright, shorter side at ``side``
     except UnreadableImage as err:
         return None, str(err)
-    img = TF.center_crop(TF.resize(img, side), [side, side])
+    img = TF.center_crop(img, [side, side])
     pixels = np.asarray(img, dtype=np.uint8)
     return (pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)), ""
 

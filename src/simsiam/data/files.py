@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 from typing import Iterator, Optional, Sequence
 
-import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .errors import UnreadableImage
+from .decode import decode_image
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -53,29 +52,9 @@ def list_images(root: str) -> list[str]:
     ]
 
 
-# 16-bit grayscale (PNG, TIFF): PIL's convert("L") clips these at 255, which makes a typical
-# 16-bit image nearly all white; they are scaled to 8 bits instead.
-_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N", "I")
-
-
-def _to_8bit(img: Image.Image) -> Image.Image:
-    """A 16-bit image (values 0..65535) as 8-bit "L", scaled: 65535 -> 255."""
-    values = np.asarray(img, dtype=np.float64)
-    return Image.fromarray(np.clip(np.rint(values / 257.0), 0, 255).astype(np.uint8), mode="L")
-
-
-def _decode(path: str, mode: str) -> Image.Image:
-    """Fully decode ``path`` into ``mode``; raise UnreadableImage on any decoder failure."""
-    try:
-        with Image.open(path) as img:
-            img.load()  # Image.open is lazy; corruption only shows up when pixels are decoded.
-            if img.mode == "P" and "transparency" in img.info:
-                img = img.convert("RGBA")  # PIL warns when converting such palettes straight to RGB/L
-            if img.mode in _SIXTEEN_BIT:
-                img = _to_8bit(img)
-            return img.convert(mode)
-    except Exception as exc:  # PIL plugins raise many types (OSError, SyntaxError, ValueError, ...)
-        raise UnreadableImage(path, f"{type(exc).__name__}: {exc}") from exc
+def _decode(path: str, mode: str, side: int = 0) -> Image.Image:
+    """``path`` decoded upright into ``mode`` (``decode.decode_image``); raises UnreadableImage."""
+    return decode_image(path, mode, side)
 
 
 class ImageFiles(Dataset):

@@ -7,6 +7,8 @@
   no PIL: on CPU every core goes to the model, on GPU the augmentation is nearly free.
 - :class:`PerImageViewLoader`: the reference path -- PIL/torchvision transforms per image in
   DataLoader workers, as the official code runs. Needed for file folders.
+- :class:`ShardViewLoader`: the same per-image transforms over WebDataset shards streamed in
+  DataLoader workers (``shard_stream.py``): data that need no random access, nor one disk.
 
 Both are deterministic functions of (seed, epoch, rank), and ``epoch(e, start_batch=b)`` yields
 exactly the batches ``b, b+1, ...`` of ``epoch(e)``: resuming from a checkpoint written at any
@@ -26,6 +28,8 @@ from ..parallel import distributed as dist
 from .errors import UnreadableImage
 from .memory import InMemoryImages
 from .sampler import EpochSampler
+from .shard_stream import ShardStream
+from .shards import ShardedImages
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
@@ -165,12 +169,52 @@ class PerImageViewLoader:
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[dict]:
         # the same on every rank: one shared permutation
         self.sampler.set_epoch(epoch_seed(self.seed, epoch), start_batch)
-        for batch in self.loader:
-            if dist.is_enabled() and _unusable_anywhere(batch["views"] is None):
-                batch["views"] = None  # every rank leaves this step out, or the others would wait in DDP for ever
-            if batch["views"] is not None:
-                batch["views"] = tuple(v.to(self.device, non_blocking=True) for v in batch["views"])
-            yield batch
+        yield from _delivered(self.loader, self.device)
+
+
+def _delivered(loader: DataLoader, device: torch.device) -> Iterator[dict]:
+    """The DataLoader's batches with their views on ``device``; under torchrun a step that any rank
+    cannot use is left out by all."""
+    for batch in loader:
+        if dist.is_enabled() and _unusable_anywhere(batch["views"] is None):
+            batch["views"] = None  # every rank leaves this step out, or the others would wait in DDP for ever
+        if batch["views"] is not None:
+            batch["views"] = tuple(v.to(device, non_blocking=True) for v in batch["views"])
+        yield batch
+
+
+class ShardViewLoader:
+    """WebDataset shards streamed through the per-image transforms. The batched pipeline needs the
+    images in one tensor (random access); shards are read in order, so they take this path."""
+
+    def __init__(self, dataset: ShardedImages, cfg: Config, num_views: int, device: torch.device):
+        size = cfg.data.image_size or 224
+        transform = build_view_transform(cfg.aug, size, dataset.channels, dataset.mean, dataset.std)
+        self.global_batch = cfg.optim.batch_size
+        self.batch = local_batch_size(self.global_batch)
+        self.seed = cfg.run.seed
+        self.device = device
+        self.shards = len(dataset.shard_paths)
+        self.workers = cfg.data.num_workers if cfg.data.num_workers >= 0 else default_workers()
+        if len(dataset) < self.global_batch:
+            raise ValueError(f"the dataset has {len(dataset)} training images, fewer than one batch "
+                             f"(optim.batch_size={self.global_batch}); lower the batch size")
+        self.stream = ShardStream(dataset, transform, num_views, self.batch, self.global_batch, dist.rank(),
+                                  dist.world_size())
+        # Workers start anew each epoch (not persistent): each takes the epoch's plan with it.
+        self.loader = DataLoader(self.stream, batch_size=None, num_workers=self.workers, collate_fn=_collate,
+                                 pin_memory=device.type == "cuda",
+                                 generator=torch.Generator().manual_seed(self.seed))
+
+    def __len__(self) -> int:
+        return self.stream.steps()
+
+    def describe(self) -> str:
+        return f"per-image pipeline streaming {self.shards} shard(s), {self.workers} worker(s)"
+
+    def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[dict]:
+        self.stream.set_epoch(epoch_seed(self.seed, epoch), start_batch)
+        yield from _delivered(self.loader, self.device)
 
 
 def _unusable_anywhere(unusable_here: bool) -> bool:
@@ -183,6 +227,11 @@ def _unusable_anywhere(unusable_here: bool) -> bool:
 def build_train_loader(dataset, cfg: Config, num_views: int, device: torch.device):
     """The batched pipeline where the data fit in one tensor (the default), else per image."""
     pipeline = cfg.data.pipeline
+    if isinstance(dataset, ShardedImages):
+        if pipeline == "batched":
+            raise ValueError("data.pipeline=batched needs an in-memory dataset; shards are streamed -- use "
+                             "data.pipeline=per_image (or auto)")
+        return ShardViewLoader(dataset, cfg, num_views, device)
     if pipeline == "auto":
         pipeline = "batched" if isinstance(dataset, InMemoryImages) else "per_image"
     if pipeline == "batched":

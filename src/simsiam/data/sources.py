@@ -26,6 +26,7 @@ from .files import (
 from .idx import read_idx
 from .memory import InMemoryImages
 from .search import candidate_dirs, check_split, find_files, not_found, require_dir
+from .shards import load_shards
 from .tinyimagenet import load_tinyimagenet
 
 # ---------------------------------------------------------------------------- Fashion-MNIST
@@ -316,6 +317,7 @@ DATASETS: dict[str, Callable[[str, Optional[str]], Dataset]] = {
     "imagefolder": load_imagefolder,
     "folder": load_folder,
     "tinyimagenet": load_tinyimagenet,
+    "shards": load_shards,  # WebDataset shards written by `simsiam pack`, streamed (train split only)
 }
 
 

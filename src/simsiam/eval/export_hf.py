@@ -17,9 +17,8 @@ import torch
 
 from ..artifacts import checkpoint as ckpt_io
 from ..artifacts.checkpoint import PRETRAINED_CONFIG as CONFIG
-from ..artifacts.checkpoint import PRETRAINED_FORMAT
+from ..artifacts.checkpoint import PRETRAINED_FORMAT, write_atomic
 from ..artifacts.checkpoint import PRETRAINED_WEIGHTS as WEIGHTS
-from ..artifacts.checkpoint import write_atomic
 from ..artifacts.runlog import read_metrics
 from ..config import Config
 from ..models import BACKBONES, input_channels

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from ..data import ImageFiles
+from ..data import ImageFiles, UnreadableImage, decode_image
 from ..data.names import open_text
 from ..models import input_channels
 from .embed import embed_folder, embed_images
@@ -129,9 +129,8 @@ def duplicate_groups(feats: torch.Tensor, threshold: float, chunk: int = 1024) -
 
 def _thumbnail(path: str) -> Image.Image:
     try:
-        with Image.open(path) as im:
-            return im.convert("RGB").resize((THUMB, THUMB), Image.Resampling.BICUBIC)
-    except OSError:
+        return decode_image(path, "RGB", THUMB).resize((THUMB, THUMB), Image.Resampling.BICUBIC)
+    except UnreadableImage:
         return Image.new("RGB", (THUMB, THUMB), (200, 0, 0))
 
 

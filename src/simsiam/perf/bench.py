@@ -50,10 +50,10 @@ from ..parallel import distributed as dist
 from ..resolve import resolve
 from ..train.allocator import allocator_state
 from ..train.budget import settle_budget
+from ..train.finite_guard import gradients_finite
 from ..train.loop import epoch_batches
 from ..train.resources import peak_memory, reset_peak_memory
 from ..train.speed import amp_dtype, to_memory_format
-from ..train.finite_guard import gradients_finite
 from ..train.step import LrSchedule, TrainStep
 from ..train.threads import candidates, usable_cores
 from . import others

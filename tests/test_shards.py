@@ -1,0 +1,213 @@
+"""WebDataset shards: `simsiam pack` writes them, `data.dataset=shards` streams them -- every image
+exactly once per epoch across ranks x workers, reshuffled each epoch, resumable mid-epoch, and bad
+members skipped with a line naming them."""
+from __future__ import annotations
+
+import io
+import json
+import multiprocessing
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fixtures_data import write_truncated_jpeg
+from fixtures_gloo import WORLD, join, spawn
+from simsiam.cli import main
+from simsiam.parallel import distributed as dist
+
+pytest.importorskip("webdataset")
+
+from simsiam import get_preset  # noqa: E402
+from simsiam.data import load_dataset  # noqa: E402
+from simsiam.data.loaders import ShardViewLoader, build_train_loader  # noqa: E402
+from simsiam.data.shard_stream import stream_pieces, worker_block  # noqa: E402
+from simsiam.data.shards import pack  # noqa: E402
+
+CLASSES = ("ant", "bee", "cat")
+
+
+def make_folder(root: Path, per_class: int = 16) -> Path:
+    """FOLDER/<class>/i.jpg, 12x10 px, each image's class readable from its mean colour."""
+    for c, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            Image.new("RGB", (12, 10), (40 + 80 * c, i, 0)).save(root / name / f"{i}.jpg", quality=95)
+    return root
+
+
+@pytest.fixture
+def shards(tmp_path) -> Path:
+    out = tmp_path / "shards"
+    pack(str(make_folder(tmp_path / "photos")), str(out), per_shard=10, progress=False, log=lambda _: None)
+    return out
+
+
+def shards_cfg(data_dir: Path, batch: int = 8, workers: int = 0):
+    cfg = get_preset("digits")
+    cfg.data.dataset, cfg.data.data_dir, cfg.data.eval_split = "shards", str(data_dir), ""
+    cfg.data.image_size, cfg.data.num_workers = 8, workers
+    cfg.optim.batch_size = batch
+    return cfg
+
+
+def loader_for(cfg) -> ShardViewLoader:
+    return build_train_loader(load_dataset("shards", "train", cfg.data.data_dir), cfg, 2, torch.device("cpu"))
+
+
+def indices(loader, epoch: int, start_batch: int = 0) -> list[list[int]]:
+    return [b["index"].tolist() for b in loader.epoch(epoch, start_batch)]
+
+
+def test_pack_writes_shards_of_the_webdataset_layout(shards):
+    index = json.loads((shards / "shards.json").read_text())
+    assert index["classes"] == list(CLASSES) and index["images"] == 48
+    assert [s["images"] for s in index["shards"]] == [10, 10, 10, 10, 8]
+    with tarfile.open(shards / "shard-000000.tar") as tar:
+        names = tar.getnames()
+        key = names[0].split(".")[0]
+        member = tar.extractfile(f"{key}.jpg").read()
+        label = int(tar.extractfile(f"{key}.cls").read())
+    assert len(names) == 20 and sorted(names[:2]) == [f"{key}.cls", f"{key}.jpg"]
+    # the file's own bytes, and its class from the sub-folder
+    red = np.asarray(Image.open(io.BytesIO(member))).reshape(-1, 3)[:, 0].mean()
+    assert CLASSES[label] == CLASSES[int(round((red - 40) / 80))]
+    # the order is mixed at packing: the first shard does not hold one class
+    with tarfile.open(shards / "shard-000000.tar") as tar:
+        labels = {int(tar.extractfile(n).read()) for n in tar.getnames() if n.endswith(".cls")}
+    assert len(labels) > 1
+
+
+def test_pack_refuses_to_overwrite_and_names_a_missing_folder(shards, tmp_path, capsys):
+    assert main(["pack", str(tmp_path / "photos"), "--out", str(shards), "--quiet"]) == 2
+    assert "already holds shards" in capsys.readouterr().err
+    assert main(["pack", str(tmp_path / "nowhere"), "--out", str(tmp_path / "s2"), "--quiet"]) == 2
+    assert "nowhere is not a directory" in capsys.readouterr().err
+
+
+def test_worker_blocks_and_stream_pieces():
+    assert [worker_block(7, 3, r) for r in range(3)] == [(0, 3), (3, 2), (5, 2)]
+    assert stream_pieces([10, 10, 5], [2, 0, 1], 3, 17) == [(2, 3, 5), (0, 0, 10), (1, 0, 2)]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_one_process_sees_every_image_once_per_epoch_reshuffled(shards, workers):
+    loader = loader_for(shards_cfg(shards, batch=8, workers=workers))
+    assert len(loader) == 6  # 48 images // 8
+    first, second = indices(loader, 0), indices(loader, 1)
+    for epoch in (first, second):
+        assert sorted(sum(epoch, [])) == list(range(48)) and all(len(b) == 8 for b in epoch)
+    assert first != second
+    assert indices(loader, 0) == first  # a function of (seed, epoch)
+
+
+def test_views_and_labels_are_the_images_own(shards):
+    batch = next(iter(loader_for(shards_cfg(shards, batch=8)).epoch(0)))
+    assert [v.shape for v in batch["views"]] == [(8, 3, 8, 8)] * 2 and batch["skipped"] == []
+    index = json.loads((shards / "shards.json").read_text())
+    assert set(batch["labels"].tolist()) <= set(range(len(index["classes"])))
+
+
+def test_a_resumed_epoch_is_the_rest_of_the_same_epoch(shards):
+    loader = loader_for(shards_cfg(shards, batch=8, workers=2))
+    whole = indices(loader, 3)
+    for start in (1, 2, 5):
+        assert indices(loader, 3, start) == whole[start:], start
+
+
+def _shard_worker(rank, port, data_dir, out_dir):
+    join(rank, port)
+    # The pool's rank processes are daemons, which multiprocessing forbids to start DataLoader workers;
+    # torchrun's are not. Said otherwise here, for this task: the workers end with the loader's epoch.
+    multiprocessing.current_process()._config["daemon"] = False
+    loader = loader_for(shards_cfg(Path(data_dir), batch=8, workers=2))
+    seen = {e: [b["index"] for b in loader.epoch(e)] for e in (0, 1)}
+    torch.save({"len": len(loader), "seen": seen}, Path(out_dir) / f"shards{rank}.pt")
+    dist.cleanup()
+
+
+def test_two_ranks_of_two_workers_see_every_image_exactly_once_per_epoch(shards, tmp_path):
+    spawn(_shard_worker, str(shards), str(tmp_path))
+    ranks = [torch.load(tmp_path / f"shards{r}.pt", weights_only=True) for r in range(WORLD)]
+    assert ranks[0]["len"] == ranks[1]["len"] == 6
+    for e in (0, 1):
+        assert all(len(r["seen"][e]) == 6 and all(len(b) == 4 for b in r["seen"][e]) for r in ranks)
+        assert sorted(torch.cat([torch.cat(r["seen"][e]) for r in ranks]).tolist()) == list(range(48))
+    assert torch.cat(ranks[0]["seen"][0]).tolist() != torch.cat(ranks[0]["seen"][1]).tolist()
+
+
+def _rewrite(path: Path, change) -> None:
+    """The shard ``path`` with each member passed through ``change(name, data) -> data or None (drop)``."""
+    with tarfile.open(path) as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
+    with tarfile.open(path, "w") as tar:
+        for name, data in members:
+            data = change(name, data)
+            if data is not None:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+def test_bad_members_and_bad_shards_are_skipped_with_a_line_naming_them(shards, tmp_path):
+    truncated = write_truncated_jpeg(tmp_path / "t.jpg").read_bytes()
+    first = {}
+
+    def break_some(name, data):
+        key, kind = name.split(".", 1)
+        first.setdefault(kind, key)
+        if kind == "jpg" and key == first["jpg"]:
+            return truncated  # the first image cut off halfway
+        if kind == "cls" and len(first) == 2 and first.get("second_cls") is None and key != first["cls"]:
+            first["second_cls"] = key
+            return None  # the second image loses its label
+        return data
+
+    _rewrite(shards / "shard-000001.tar", break_some)
+    (shards / "shard-000003.tar").write_text("this is not a tar file\n")
+    loader = loader_for(shards_cfg(shards, batch=8, workers=2))
+    batches = list(loader.epoch(0))
+    skipped = sum((b["skipped"] for b in batches), [])
+    assert len(batches) == 6 and all(b["views"][0].shape[0] == 4 or b["views"][0].shape[0] == 8 for b in batches)
+    assert len(skipped) == 12  # 1 truncated + 1 unlabelled + the 10 images of the broken shard
+    assert sum("shard-000001.tar" in s and "cannot decode" in s for s in skipped) == 1
+    assert sum("shard-000001.tar" in s and "no .cls label" in s for s in skipped) == 1
+    assert sum("shard-000003.tar" in s and "not a readable tar" in s for s in skipped) == 10
+    assert all("\n" not in s for s in skipped)
+
+
+def test_config_refusals_and_a_missing_index(shards, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    base = ["pretrain", "--preset", "digits", "--out-dir", out, "--quiet", "data.dataset=shards",
+            f"data.data_dir={shards}", "data.eval_split="]
+    assert main(base + ["data.train_limit=10"]) == 2
+    assert "cannot take a subset of streamed shards" in capsys.readouterr().err
+    assert main(base[:-1] + ["data.eval_split=test"]) == 2
+    assert "data.eval_split=\"\"" in capsys.readouterr().err
+    assert main(base[:5] + ["data.dataset=shards", f"data.data_dir={tmp_path}", "data.eval_split="]) == 2
+    assert "simsiam pack" in capsys.readouterr().err
+    cfg = shards_cfg(shards)
+    cfg.data.pipeline = "batched"
+    with pytest.raises(ValueError, match="shards are streamed"):
+        loader_for(cfg)
+
+
+def test_without_webdataset_one_line_says_how_to_install(shards, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "webdataset", None)  # import fails as when it is not installed
+    assert main(["pack", str(tmp_path / "photos"), "--out", str(tmp_path / "s2"), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "pip install webdataset" in err and len(err.splitlines()) == 1
+
+
+def test_pack_then_pretrain_on_the_shards(shards, tmp_path):
+    out = tmp_path / "run"
+    assert main(["pretrain", "--preset", "digits", "--out-dir", str(out), "--quiet", "--epochs", "1",
+                 "data.dataset=shards", f"data.data_dir={shards}", "data.eval_split=", "data.image_size=8",
+                 "optim.batch_size=16", "data.num_workers=1", "model.in_channels=0"]) == 0
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r for r in records if r.get("kind") == "epoch"]
+    assert len(epochs) == 1 and epochs[0]["step"] == 3 and np.isfinite(epochs[0]["loss"])
