@@ -116,3 +116,19 @@ def test_negative_threads_refused(digits_cfg):
     digits_cfg.run.threads = -1
     with pytest.raises(ConfigError, match="run.threads must not be negative"):
         pretrain(digits_cfg)
+
+
+def test_probes_that_keep_the_count_come_less_often():
+    machine = FakeMachine({1: 0.10, 2: 0.06})
+    tuner = ThreadTuner([1, 2], machine.said.append, machine.set_threads)
+    starts, step = [], 0
+    for _ in range(4000):  # the load jumps every 10 steps, and the best count stays 2
+        machine.seconds = {1: 0.10, 2: 0.06} if (step // 10) % 2 else {1: 0.20, 2: 0.12}
+        probes = tuner.probes
+        machine.run(tuner, 1)
+        if tuner.probes > probes:
+            starts.append(step)
+        step += 1
+    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    assert gaps == sorted(gaps) and gaps[-1] >= threads.MAX_STEPS_BETWEEN_PROBES
+    assert len(machine.said) == 1  # the first choice alone: no later probe changed it

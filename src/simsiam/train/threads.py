@@ -14,7 +14,8 @@ preset trained at 55-64 images/s with 2 threads beside another process and at 43
   drops at once a candidate twice as slow as the best so far, and keeps the fastest; the batched
   pipeline's C kernel follows (it runs on torch's thread count);
 - afterwards it watches the step time: when the median of the last steps moves by more than
-  :data:`JUMP` from what the chosen count gave (another process arrived, or left), it probes again.
+  :data:`JUMP` from what the chosen count gave (another process arrived, or left), it probes again,
+  less often each time a probe keeps the count.
 
 ``OMP_NUM_THREADS`` set in the environment is a choice already made (torchrun sets it for several
 processes on one machine; the tests set it to 1): auto then keeps it. ``run.threads=N`` fixes N.
@@ -39,7 +40,12 @@ PROBE_ROUNDS = 2
 DROP_FACTOR = 2.0
 WATCH_STEPS = 10  # steps whose median is compared with the chosen count's
 JUMP = 0.3  # a relative change of that median which calls for a new probe
+# Steps after a probe before the next may start; doubled after each probe that kept the count (up
+# to MAX_STEPS_BETWEEN_PROBES), back to the minimum when one changed it. On a machine whose load
+# comes and goes, each probe costs a step at the slow count: a `make demo` beside other jobs
+# probed 26 times in 2,300 steps before the back-off.
 MIN_STEPS_BETWEEN_PROBES = 50
+MAX_STEPS_BETWEEN_PROBES = 1600
 
 
 def cgroup_cpu_limit(root: Path = Path("/sys/fs/cgroup")) -> Optional[float]:
@@ -111,6 +117,7 @@ class ThreadTuner:
         self.counts, self.say, self.set_threads = counts, say, set_threads
         self.chosen, self.chosen_seconds = counts[-1], 0.0
         self.probes, self.since_probe = 0, 0
+        self.between_probes = MIN_STEPS_BETWEEN_PROBES
         self.recent: list[float] = []
         self.why = ""  # what started the last probe
         self._start_probe()
@@ -139,7 +146,7 @@ class ThreadTuner:
             return
         self.since_probe += 1
         self.recent = (self.recent + [seconds])[-WATCH_STEPS:]
-        if len(self.recent) == WATCH_STEPS and self.since_probe >= MIN_STEPS_BETWEEN_PROBES:
+        if len(self.recent) == WATCH_STEPS and self.since_probe >= self.between_probes:
             now = statistics.median(self.recent)
             if abs(now - self.chosen_seconds) > JUMP * self.chosen_seconds:
                 self.why = f"the step time moved from {self.chosen_seconds * 1e3:.0f} to {now * 1e3:.0f} ms"
@@ -153,6 +160,9 @@ class ThreadTuner:
         self.chosen_seconds = medians[self.chosen]
         self.since_probe, self.recent = 0, []
         self.set_threads(self.chosen)
+        if self.probes > 1:
+            self.between_probes = (MIN_STEPS_BETWEEN_PROBES if self.chosen != before
+                                   else min(2 * self.between_probes, MAX_STEPS_BETWEEN_PROBES))
         if self.probes == 1 or self.chosen != before:
             timings = ", ".join(f"{c}: {medians[c] * 1e3:.0f} ms" for c in self.counts if c in medians)
             why = f"; {self.why}" if self.probes > 1 else ""
