@@ -129,7 +129,7 @@ def same_weights(a: Path, b: Path) -> str:
 
 def signal_run(table: Table, fault: str, run: Path, signals: list[int], after_step: int, extra=()) -> None:
     """Start a run, send ``signals`` once its log shows step ``after_step``, record what it printed."""
-    argv = [*LONGER, "--out-dir", str(run), *extra]
+    argv = [a for a in LONGER if a != "--quiet"] + ["--out-dir", str(run), *extra]  # quiet prints no step line
     proc = subprocess.Popen([PY, "-m", "simsiam", "pretrain", *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     for line in proc.stdout:
@@ -494,11 +494,13 @@ def _cache_names_and_interrupt_cases(t: Table, work: Path) -> None:
     t.cli("embed of a folder holding file names that are not UTF-8", "embed", str(work / "base"), "--data", str(odd),
           "--out", str(embedded), "--quiet", checked=lambda: _odd_bytes(embedded))
 
-    slow = work / "slow_photos"  # one large photo under 400 names: seconds to decode
+    # One large photo under 400 names: seconds to decode. A PNG: a JPEG is decoded at a reduced scale
+    # (data/decode.py), too fast for a Ctrl-C to land during it.
+    slow = work / "slow_photos"
     slow.mkdir()
-    Image.fromarray(rng.integers(0, 256, (1200, 1200, 3), dtype=np.uint8)).save(slow / "photo.jpg", quality=90)
+    Image.fromarray(rng.integers(0, 256, (1200, 1200, 3), dtype=np.uint8)).save(slow / "photo.png")
     for i in range(399):
-        os.link(slow / "photo.jpg", slow / f"copy{i:03d}.jpg")
+        os.link(slow / "photo.png", slow / f"copy{i:03d}.png")
     slow_cache = work / "slow_cache"
     run = [*TINY, "data.dataset=folder", "--data-dir", str(slow), f"data.cache_dir={slow_cache}",
            "--out-dir", str(work / "slow_run")]
