@@ -216,3 +216,11 @@ def test_the_batched_loader_crops_whole_photos_and_resumes_mid_epoch_exactly(who
     assert loader.sizes is not None and batches[0]["views"][0].shape == (4, 3, 16, 16)
     resumed = next(iter(loader.epoch(0, start_batch=1)))
     assert all(torch.equal(a, b) for a, b in zip(resumed["views"], batches[1]["views"]))
+
+
+def test_linear_evaluation_crops_whole_photos_too(whole):
+    from simsiam.eval.linear_views import BatchedCropFlip
+
+    data, _ = whole
+    views, labels = next(iter(BatchedCropFlip(data, 16, 8, torch.device("cpu")).epoch(0)))
+    assert views.shape == (8, 3, 16, 16) and labels.shape == (8,)
