@@ -91,7 +91,7 @@ def _spread(centres: torch.Tensor) -> tuple[float, float]:
 def test_4_3_photos_are_stored_whole_portraits_transposed_with_their_upright_sizes(whole):
     data, _ = whole
     assert slot_width(SIDE) == 32 and data.images.shape == (8, 3, SIDE, 32)
-    assert data.sizes.tolist() == [[24, 32], [32, 24]] * 4
+    assert data.sizes.tolist() == [[24, 32], [32, 24]] * 4 and data.image_size == SIDE
     # Landscape as decoded; portrait transposed in its slot; upright again through whole_image.
     for i in range(8):
         upright = data.whole_image(i)

@@ -77,6 +77,8 @@ class InMemoryImages(Dataset):
         self.image_size = int(height) if height == width else 0  # 0: not square
         self.sizes = None if sizes is None else _check_sizes(name, torch.as_tensor(sizes, dtype=torch.int64),
                                                              images.shape)
+        if self.sizes is not None:
+            self.image_size = int(height)  # whole photos: the stored shorter side, their centre squares' side
         _check_stats(name, self.channels, mean, std)
         self.mean = tuple(float(m) for m in mean)
         self.std = tuple(float(s) for s in std)
