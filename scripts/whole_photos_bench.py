@@ -1,7 +1,7 @@
 """The decoded-image cache of a folder: its build time, its size, and the batched pipeline's images/s on it.
 
     PYTHONPATH=src python scripts/whole_photos_bench.py FOLDER --side 64 --cache-dir /tmp/cache [--batches 40]
-    python scripts/whole_photos_bench.py --make-4x3 TINY_TRAIN OUT --classes 20   # OUT/train/<class>: 4:3, 3:4 stand-ins
+    python scripts/whole_photos_bench.py --make-4x3 TINY_TRAIN OUT --classes 20  # OUT/train/<class>: 4:3, 3:4
 
 FOLDER is laid out as FOLDER/train/<class>/<image> (dataset imagefolder).
 
@@ -27,7 +27,8 @@ def make_4x3(tiny_train: Path, out: Path, classes: int) -> None:
         (out / "train" / cls).mkdir(parents=True, exist_ok=True)
         for j, path in enumerate(sorted((tiny_train / cls / "images").glob("*.JPEG"))):
             size = (64, 85) if (k + j) % 3 == 2 else (85, 64)  # (width, height): portrait / landscape
-            Image.open(path).convert("RGB").resize(size, Image.BILINEAR).save(out / "train" / cls / path.name, quality=90)
+            photo = Image.open(path).convert("RGB").resize(size, Image.BILINEAR)
+            photo.save(out / "train" / cls / path.name, quality=90)
 
 
 def main() -> None:

@@ -493,8 +493,9 @@ class BatchAugment:
         ``image_hw`` is the (height, width) of the images the crop boxes are for; by default the
         output size (in-memory datasets at native size). ``image_sizes`` (n, 2), given for whole
         photos stored in padded slots (``InMemoryImages.sizes``), is each image's own upright
-        (height, width) instead: the boxes are drawn relative to it, and the key ``transposed``
-        says which images are stored transposed (portrait). It draws the same numbers. Parameters are drawn on the generator's
+        (height, width) instead: the boxes are drawn relative to it (in upright coordinates), and
+        the extra key ``transposed`` says which images are stored transposed (portrait); the same
+        numbers are drawn either way. Parameters are drawn on the generator's
         device (so a CPU generator can drive a CUDA batch) and moved to ``device``. Every key is
         always present, also for ops that are switched off, so the random stream does not depend
         on which ops are enabled.

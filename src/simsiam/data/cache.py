@@ -202,7 +202,7 @@ def build(dataset: ImageFiles, side: int, images_path: Path, workers: int, progr
         del out
         # The slots as wide as the widest image kept: side x side for a folder of squares, as before.
         width = max((max(hw) for hw in sizes), default=side)
-        if len(kept) < n or width < longest:  # rewrite without the gaps the unreadable files left at the end
+        if len(kept) < n or width < longest:  # rewrite without the unreadable files' gaps and the unused width
             _copy_trimmed(tmp, tmp + ".kept.npy", len(kept), width)
             os.replace(tmp + ".kept.npy", tmp)
         checksum = file_checksum(tmp)
@@ -301,7 +301,7 @@ def cached(dataset: ImageFiles, side: int, cache_dir: Path, *, max_bytes: float 
         raise ValueError(f"the decoded-image cache {images_path} does not hold the images its index describes "
                          f"({array.dtype}, {array.shape}); run again (it is decoded anew) or set data.cache=false")
     images = torch.from_numpy(array)
-    whole = f", whole up to {MAX_ASPECT[0]}:{MAX_ASPECT[1]} in {side}x{array.shape[3]} slots" if sizes is not None else ""
+    whole = "" if sizes is None else f", whole up to {MAX_ASPECT[0]}:{MAX_ASPECT[1]} in {side}x{array.shape[3]} slots"
     log(f"{dataset.name}: {len(images)} images decoded at {side}px{whole}, memory-mapped from {images_path} "
         f"({images_path.stat().st_size / 2**20:.0f} MiB)")
     out = InMemoryImages(images, index["labels"], dataset.name, dataset.num_classes, dataset.mean, dataset.std,
@@ -318,5 +318,6 @@ def _holds(array: np.ndarray, n: int, channels: int, side: int, sizes: Optional[
         return False
     if sizes is None:
         return array.shape[3] == side
-    return (array.shape[3] <= slot_width(side) and sizes.shape == (n, 2) and bool((sizes.min(dim=1).values == side).all())
-            and bool((sizes.max(dim=1).values <= array.shape[3]).all()))
+    if array.shape[3] > slot_width(side) or sizes.shape != (n, 2):
+        return False
+    return bool((sizes.min(dim=1).values == side).all() and (sizes.max(dim=1).values <= array.shape[3]).all())
