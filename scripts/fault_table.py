@@ -313,6 +313,7 @@ def run_cases(work: Path) -> list[Row]:
     _cache_names_and_interrupt_cases(t, work)  # issue 25: the image cache, file names, embed, Ctrl-C
     _issue25_cases(t, work, len(data))  # issue 25: run lock, NaN weights, full disk, elastic restart
     _shard_cases(t, work)  # issue 26: WebDataset shards
+    _whole_photo_cases(t, work)  # issue 26 item 3: the cache of whole photos
     return t.rows
 
 
@@ -526,6 +527,36 @@ def _cache_names_and_interrupt_cases(t: Table, work: Path) -> None:
 def _trained(proc) -> str:
     done = [line for line in proc.stdout.splitlines() if line.startswith("done:")]
     return f"then trained ({done[-1][:48]}...)" if done else "did NOT train"
+
+
+# --- issue 26 item 3: the decoded-image cache of whole photos (aspect kept up to 4:3)
+
+def _whole_photo_cases(t: Table, work: Path) -> None:
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    folder = work / "photos_4x3"
+    folder.mkdir()
+    for i in range(16):  # 4:3, 3:4 and 16:9 photos
+        shape = [(12, 16, 3), (16, 12, 3), (9, 16, 3)][i % 3]
+        Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(folder / f"{i:02d}.png")
+    cache = work / "whole_cache"
+    argv = [*TINY, "data.dataset=folder", "optim.batch_size=4", "data.num_workers=0", "--epochs", "1",
+            "--data-dir", str(folder), f"data.cache_dir={cache}"]
+    simsiam("pretrain", *argv, "--out-dir", str(work / "whole_first"))  # builds the cache
+    index_path = next(cache.glob("*.json"))
+    index = json.loads(index_path.read_text())
+    index["sizes"] = index["sizes"][:-1]
+    index_path.write_text(json.dumps(index))
+    run = [*argv, "--out-dir", str(work / "whole_damaged")]
+    proc = simsiam("pretrain", *run)
+    said = [line for line in (proc.stdout + proc.stderr).splitlines() if "decoded-image cache" in line]
+    t.add(Row("decoded-image cache of whole photos: its index's sizes one short of its images",
+              short(["pretrain", *run], work), proc.returncode, said[-1] if said else last_line(proc),
+              _trained(proc) + "; cache folder: " + _cache_files(cache)))
 
 
 def _cache_files(cache: Path) -> str:

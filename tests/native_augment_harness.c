@@ -18,7 +18,7 @@ int main(void) {
     float *dst = malloc(sizeof(float)*(size_t)n*C*S*S);
     float *boxes = malloc(sizeof(float)*4*n); uint8_t flip[13], gray[13]; int8_t ops[52]; float fac[52];
     for (int i=0;i<n;i++){ int w = 1 + rand()%W, h = 1 + rand()%H; boxes[4*i]=rand()%(W-w+1); boxes[4*i+1]=rand()%(H-h+1); boxes[4*i+2]=w; boxes[4*i+3]=h;
-      flip[i]=rand()&1; gray[i]=rand()&1; int perm[4]={0,1,2,3}; for(int a=3;a>0;a--){int b=rand()%(a+1);int t=perm[a];perm[a]=perm[b];perm[b]=t;}
+      flip[i]=rand()&3; gray[i]=rand()&1; int perm[4]={0,1,2,3}; for(int a=3;a>0;a--){int b=rand()%(a+1);int t=perm[a];perm[a]=perm[b];perm[b]=t;}
       for(int p=0;p<4;p++){ops[4*i+p]= (rand()%5==0)? -1 : perm[p]; fac[4*i+p]= p==3 ? ((rand()%100)/100.0f-0.5f) : (rand()%200)/100.0f;} }
     float mean[3]={0.5,0.5,0.5}, std[3]={0.25,0.25,0.25};
     for (int t=1;t<=3;t++) if (simsiam_augment(src,dst,n,C,H,W,S,boxes,flip,ops,fac,gray, t==2?NULL:mean, t==2?NULL:std,t)) { printf("fail\n"); return 1; }

@@ -33,10 +33,12 @@ def test_a_folder_is_decoded_once_at_the_storage_side_without_its_unreadable_fil
     files = load_dataset("imagefolder", "train", str(_folder(tmp_path / "data")))
     lines: list[str] = []
     data = cached(files, 16, tmp_path / "cache", log=lines.append, workers=2)
-    assert isinstance(data, InMemoryImages) and data.images.shape == (6, 3, 16, 16)
+    # 20 x 30 photos: the shorter side resized to 16, the longer (24) kept up to 4:3 (21), centre-cropped.
+    assert isinstance(data, InMemoryImages) and data.images.shape == (6, 3, 16, 21)
+    assert data.sizes.tolist() == [[16, 21]] * 6
     assert data.images.dtype == torch.uint8 and sorted(data.labels.tolist()) == [0, 0, 0, 1, 1, 1]
     assert any("left out 1 unreadable" in line and "broken.jpg" in line for line in lines)
-    # The centre square of the shorter side resized to 16: image i is uniformly 40*i (the grey one too).
+    # Image i is uniformly 40*i (the grey one too).
     for path, img in zip(data.paths, data.images):
         value = 40 * int(Path(path).stem)
         assert (img.int() - value).abs().max() <= 1, path

@@ -61,6 +61,45 @@ def test_kernel_gives_the_torch_ops_views(source_hw, size, recipe, channels):
     assert (ours - ref).abs().max() * 0.2 < 1e-5  # in units of the [0, 1] image (std 0.2)
 
 
+def whole_photos(uprights: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Upright (C, h, w) images packed as the cache of whole photos packs them: landscape in a
+    (C, short, long) slot, portraits transposed, the last column repeated to the edge; and their sizes."""
+    short = min(uprights[0].shape[1:])
+    long = max(max(img.shape[1:]) for img in uprights)
+    slots = torch.empty(len(uprights), uprights[0].shape[0], short, long, dtype=torch.uint8)
+    for slot, img in zip(slots, uprights):
+        stored = img.transpose(1, 2) if img.shape[1] > img.shape[2] else img
+        slot[:, :, :stored.shape[2]] = stored
+        slot[:, :, stored.shape[2]:] = stored[:, :, -1:]
+    return slots, torch.tensor([img.shape[1:] for img in uprights])
+
+
+# Upscaled and downscaled views of 4:3 and 3:4 photos among squares and a 5:4 one; and slots beyond
+# the torch ops' matmul crop (their grid_sample path).
+@pytest.mark.parametrize("short,size", [(24, 40), (36, 16), (B._MATMUL_CROP_MAX_SIDE - 20, 48)])
+@pytest.mark.parametrize("recipe,channels", [("imagenet", 3), ("gray", 1)])
+def test_kernel_gives_the_torch_ops_views_of_whole_photos(short, size, recipe, channels):
+    """Rectangles: for the same drawn parameters the kernel's views equal the torch ops', and both
+    equal the torch ops' views of each upright photo cropped on its own (the transposition of
+    portraits undone exactly)."""
+    long = short * 4 // 3
+    shapes = [(short, long), (long, short), (short, short), (short, short * 5 // 4)] * 4
+    uprights = [photos(3, channels, h, w, seed=k)[k % 3] for k, (h, w) in enumerate(shapes)]
+    slots, sizes = whole_photos(uprights)
+    cfg = AugConfig(recipe=recipe, jitter_p=0.9, hue=0.5 if channels == 3 else 0.0)
+    mean, std = (0.4,) * channels, (0.2,) * channels
+    native_aug = BatchAugment(cfg, size, channels, mean, std, kernel="native")
+    torch_aug = BatchAugment(cfg, size, channels, mean, std, kernel="torch")
+    params = native_aug.sample_params(len(slots), torch.Generator().manual_seed(size), "cpu", image_sizes=sizes)
+    assert (params["flip"] & params["transposed"]).any() and (params["flip"] & ~params["transposed"]).any()
+    ours, ref = native_aug.apply(slots, params), torch_aug.apply(slots, params)
+    assert (ours - ref).abs().max() * 0.2 < 1e-5
+    for i, img in enumerate(uprights):
+        one = {k: v[i:i + 1] for k, v in params.items() if k != "transposed"}
+        alone = torch_aug.apply(img.unsqueeze(0).contiguous(), one)[0]
+        assert (alone - ref[i]).abs().max() * 0.2 < 1e-5, i
+
+
 @pytest.mark.parametrize("name,extremes", [
     ("brightness", (0.0, 2.0)), ("contrast", (0.0, 2.0)), ("saturation", (0.0, 2.0)), ("hue", (-0.5, 0.5)),
 ])

@@ -220,6 +220,43 @@ def fallback_crop(height: int, width: int, ratio: tuple[float, float]) -> tuple[
     return (width - w) // 2, (height - h) // 2, w, h
 
 
+def fallback_crops(heights: torch.Tensor, widths: torch.Tensor, ratio: tuple[float, float]) -> torch.Tensor:
+    """:func:`fallback_crop` for images of their own sizes at once: (n, 4) float boxes (x0, y0, w, h)."""
+    height, width = heights.double(), widths.double()
+    in_ratio = width / height
+    narrow, wide = in_ratio < min(ratio), in_ratio > max(ratio)
+    w = torch.where(wide, torch.round(height * max(ratio)), width)
+    h = torch.where(narrow, torch.round(width / min(ratio)), height)
+    return torch.stack((torch.div(width - w, 2, rounding_mode="floor"),
+                        torch.div(height - h, 2, rounding_mode="floor"), w, h), dim=1)
+
+
+def sample_crop_boxes_within(sizes: torch.Tensor, scale: tuple[float, float], ratio: tuple[float, float],
+                             generator, device) -> torch.Tensor:
+    """:func:`sample_crop_boxes` for images of their own (height, width), ``sizes`` (n, 2): each box
+    relative to its whole image (area fraction in ``scale``, log-uniform aspect in ``ratio``, the
+    first of ``CROP_TRIES`` tries that fits, else the centre crop), as torchvision's
+    ``RandomResizedCrop.get_params`` on each file. Draws exactly the numbers the square version does."""
+    n = sizes.shape[0]
+    height = sizes[:, 0].to(device=device, dtype=torch.float32).view(-1, 1)
+    width = sizes[:, 1].to(device=device, dtype=torch.float32).view(-1, 1)
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    target = height * width * _uniform((n, CROP_TRIES), scale[0], scale[1], generator, device)
+    ratios = torch.exp(_uniform((n, CROP_TRIES), log_lo, log_hi, generator, device))
+    w = torch.round(torch.sqrt(target * ratios))
+    h = torch.round(torch.sqrt(target / ratios))
+    valid = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+    first = (valid.cumsum(dim=1) == 0).sum(dim=1, keepdim=True).clamp_(max=CROP_TRIES - 1)
+    w, h = w.gather(1, first).squeeze(1), h.gather(1, first).squeeze(1)
+    offsets = torch.rand((n, 2), generator=generator, device=device)
+    height, width = height.squeeze(1), width.squeeze(1)
+    x0 = torch.minimum(torch.floor(offsets[:, 0] * (width - w + 1)), width - w)
+    y0 = torch.minimum(torch.floor(offsets[:, 1] * (height - h + 1)), height - h)
+    drawn = torch.stack((x0, y0, w, h), dim=1).long()
+    fallback = fallback_crops(height, width, ratio).long()
+    return torch.where(valid.any(dim=1, keepdim=True), drawn, fallback)
+
+
 def sample_crop_boxes(n: int, height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
                       generator, device) -> torch.Tensor:
     """``RandomResizedCrop.get_params`` for ``n`` images at once: (n, 4) int64 boxes (x0, y0, w, h).
@@ -278,8 +315,13 @@ def _interpolation_matrices(start: torch.Tensor, length: torch.Tensor, extent: i
 _MATMUL_CROP_MAX_SIDE = 160
 
 
-def crop_resize_flip(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size: int) -> torch.Tensor:
+def crop_resize_flip(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size: int,
+                     transposed: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Crop each box, resize it to ``size`` x ``size`` (bilinear) and mirror flagged images.
+
+    ``transposed`` (B,) marks images stored transposed (a cache's portrait photos, see
+    ``InMemoryImages.sizes``): their ``boxes`` are in the stored image's coordinates, their crop is
+    transposed back to upright, and their flip mirrors the stored rows -- the upright columns.
 
     Bilinear sampling with ``align_corners=False`` and border padding, as ``grid_sample`` computes
     it. For small images (up to ``_MATMUL_CROP_MAX_SIDE``) it is separable: each image is
@@ -289,16 +331,25 @@ def crop_resize_flip(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, s
     b, c, height, width = x.shape
     boxes = boxes.to(device=x.device, dtype=x.dtype)
     flip = flip.to(x.device)
+    flip_rows = None
+    if transposed is not None:
+        transposed = transposed.to(x.device)
+        flip, flip_rows = flip & ~transposed, flip & transposed
     if max(height, width) > _MATMUL_CROP_MAX_SIDE:
-        return _crop_by_grid_sample(x, boxes, flip, size)
-    return _crop_by_matmul(x, boxes, flip, size)
+        out = _crop_by_grid_sample(x, boxes, flip, size, flip_rows)
+    else:
+        out = _crop_by_matmul(x, boxes, flip, size, flip_rows)
+    if transposed is None:
+        return out
+    return torch.where(_per_image(transposed), out.transpose(2, 3), out)
 
 
-def _crop_by_matmul(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size: int) -> torch.Tensor:
+def _crop_by_matmul(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size: int,
+                    flip_rows: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The crop as ``rows @ image @ columns^T``: two batched matmuls with per-image bilinear weights."""
     b, c, height, width = x.shape
     x0, y0, w, h = boxes.unbind(1)
-    rows = _interpolation_matrices(y0, h, height, size)  # (B, size, H)
+    rows = _interpolation_matrices(y0, h, height, size, flip_rows)  # (B, size, H)
     columns = _interpolation_matrices(x0, w, width, size, flip)  # (B, size, W)
     # Columns first on (B, C*H, W); then the rows need H innermost-but-one: (B, H, C*size).
     y = torch.bmm(x.reshape(b, c * height, width), columns.transpose(1, 2))
@@ -307,7 +358,8 @@ def _crop_by_matmul(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, si
     return out.view(b, size, c, size).permute(0, 2, 1, 3).contiguous()
 
 
-def _crop_by_grid_sample(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size: int) -> torch.Tensor:
+def _crop_by_grid_sample(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tensor, size: int,
+                         flip_rows: Optional[torch.Tensor] = None) -> torch.Tensor:
     """The same crop as one ``grid_sample`` of an affine grid per image.
 
     Output pixel u samples input x0 + (u + 0.5) * w / size - 0.5; in the normalised coordinates of
@@ -319,7 +371,7 @@ def _crop_by_grid_sample(x: torch.Tensor, boxes: torch.Tensor, flip: torch.Tenso
     theta = torch.zeros(b, 2, 3, device=x.device, dtype=x.dtype)
     theta[:, 0, 0] = torch.where(flip, -w / width, w / width)
     theta[:, 0, 2] = (2 * x0 + w) / width - 1
-    theta[:, 1, 1] = h / height
+    theta[:, 1, 1] = h / height if flip_rows is None else torch.where(flip_rows, -h / height, h / height)
     theta[:, 1, 2] = (2 * y0 + h) / height - 1
     grid = F.affine_grid(theta, [b, c, size, size], align_corners=False)
     # "border" replicates the image edge, where "zeros" would darken samples in the outer half pixel.
@@ -362,6 +414,16 @@ def normalize_batch(images_uint8: torch.Tensor, mean, std) -> torch.Tensor:
     mean_t, std_t = check_mean_std(mean, std, images_uint8.shape[1])
     x = images_uint8.to(torch.float32) / 255.0
     return _normalize(x, mean_t, std_t)
+
+
+def stored_coordinates(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``params`` with the crop boxes of transposed images (``transposed``) moved from upright to
+    stored coordinates: (x0, y0, w, h) -> (y0, x0, h, w). Unchanged without that key."""
+    transposed = params.get("transposed")
+    if transposed is None:
+        return params
+    box = params["crop_box"]
+    return {**params, "crop_box": torch.where(transposed.view(-1, 1), box[:, [1, 0, 3, 2]], box)}
 
 
 def _normalize(x: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
@@ -424,11 +486,16 @@ class BatchAugment:
     # -- parameters --------------------------------------------------------------------------
 
     def sample_params(self, n: int, generator: Optional[torch.Generator] = None, device=None,
-                      image_hw: Optional[tuple[int, int]] = None) -> dict[str, torch.Tensor]:
+                      image_hw: Optional[tuple[int, int]] = None,
+                      image_sizes: Optional[torch.Tensor] = None) -> dict[str, torch.Tensor]:
         """Per-image random parameters for ``n`` views, as tensors of leading size ``n`` on ``device``.
 
         ``image_hw`` is the (height, width) of the images the crop boxes are for; by default the
-        output size (in-memory datasets at native size). Parameters are drawn on the generator's
+        output size (in-memory datasets at native size). ``image_sizes`` (n, 2), given for whole
+        photos stored in padded slots (``InMemoryImages.sizes``), is each image's own upright
+        (height, width) instead: the boxes are drawn relative to it (in upright coordinates), and
+        the extra key ``transposed`` says which images are stored transposed (portrait); the same
+        numbers are drawn either way. Parameters are drawn on the generator's
         device (so a CPU generator can drive a CUDA batch) and moved to ``device``. Every key is
         always present, also for ops that are switched off, so the random stream does not depend
         on which ops are enabled.
@@ -451,12 +518,21 @@ class BatchAugment:
         def uniform(low: float, high: float) -> torch.Tensor:
             return _uniform(n, low, high, generator, draw_device)
 
-        boxes = sample_crop_boxes(n, height, width, (v["crop_scale_min"], v["crop_scale_max"]),
-                                  (v["crop_ratio_min"], v["crop_ratio_max"]), generator, draw_device)
+        scale, ratio = (v["crop_scale_min"], v["crop_scale_max"]), (v["crop_ratio_min"], v["crop_ratio_max"])
+        extra = {}
+        if image_sizes is None:
+            boxes = sample_crop_boxes(n, height, width, scale, ratio, generator, draw_device)
+            area = height * width
+        else:
+            sizes = image_sizes.to(draw_device)
+            boxes = sample_crop_boxes_within(sizes, scale, ratio, generator, draw_device)
+            area = sizes.prod(dim=1).double()
+            extra["transposed"] = sizes[:, 0] > sizes[:, 1]
         w, h = boxes[:, 2].double(), boxes[:, 3].double()
         params = {
+            **extra,
             "crop_box": boxes,
-            "crop_scale": (w * h / (height * width)).float(),
+            "crop_scale": (w * h / area).float(),
             "crop_logratio": torch.log(w / h).float(),
             "flip": bernoulli(v["flip_p"]),
             "jitter": bernoulli(v["jitter_p"]),
@@ -478,12 +554,13 @@ class BatchAugment:
     def apply(self, images_uint8: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """Augment a uint8 batch (B, C, H, W) with ``params`` -> float32 (B, C, size, size), normalised."""
         self._check_images(images_uint8)
+        params = stored_coordinates(params)
         if self.uses_native(images_uint8.device):
             return self._apply_native(images_uint8, params)
         x = images_uint8.to(torch.float32) / 255.0
         # Crop first: every later op then runs on the (usually smaller) output size. The flip is
         # folded into the crop; it commutes with the colour ops and the symmetric blur.
-        x = crop_resize_flip(x, params["crop_box"], params["flip"], self.size)
+        x = crop_resize_flip(x, params["crop_box"], params["flip"], self.size, params.get("transposed"))
         if self.jitter_ops:
             x = self._color_jitter(x, params)
         if self.use_grayscale:
@@ -492,11 +569,12 @@ class BatchAugment:
             x = apply_where(params["blur"], x, self._blur, params["sigma"])
         return _normalize(x, self.mean, self.std)
 
-    def __call__(self, images_uint8: torch.Tensor, generator: Optional[torch.Generator] = None) -> torch.Tensor:
-        """One random view of every image of the batch."""
+    def __call__(self, images_uint8: torch.Tensor, generator: Optional[torch.Generator] = None,
+                 sizes: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """One random view of every image of the batch (whole photos of ``sizes``, see ``sample_params``)."""
         self._check_images(images_uint8)
         params = self.sample_params(images_uint8.shape[0], generator, images_uint8.device,
-                                    image_hw=tuple(images_uint8.shape[-2:]))
+                                    image_hw=tuple(images_uint8.shape[-2:]), image_sizes=sizes)
         return self.apply(images_uint8, params)
 
     def _apply_native(self, images_uint8: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -147,7 +147,10 @@ def augment(images: torch.Tensor, params: dict[str, torch.Tensor], size: int, ji
     factors = torch.stack([params["brightness"], params["contrast"], params["saturation"], params["hue"]], 1)
     factors = factors.to(torch.float32).contiguous()
     boxes = params["crop_box"].to(torch.float32).contiguous()
-    flip = params["flip"].to(torch.uint8).contiguous()
+    flip = params["flip"].to(torch.uint8)
+    if "transposed" in params:  # bit 1: stored transposed, its box in stored coordinates (batched.stored_coordinates)
+        flip = flip | params["transposed"].to(torch.uint8) << 1
+    flip = flip.contiguous()
     gray = (params["grayscale"] if use_grayscale else torch.zeros(n, dtype=torch.bool)).to(torch.uint8).contiguous()
     mean_t = torch.tensor(mean, dtype=torch.float32) if mean is not None else None
     std_t = torch.tensor(std, dtype=torch.float32) if std is not None else None

@@ -26,7 +26,7 @@ typedef struct {
     int64_t n;
     int channels, height, width, size;
     const float *boxes;    /* (n, 4): x0, y0, w, h in source pixels */
-    const uint8_t *flip;   /* (n,) */
+    const uint8_t *flip;   /* (n,): bit 0 mirror the view; bit 1 the image is stored transposed */
     const int8_t *ops;     /* (n, 4): the jitter op at each position, -1 for none */
     const float *factors;  /* (n, 4): brightness, contrast, saturation factors and hue shift */
     const uint8_t *gray;   /* (n,): RandomGrayscale chose this image */
@@ -59,15 +59,20 @@ static void axis_taps(float start, float length, int extent, int size, int flip,
 }
 
 /* Crop, resize and flip one image into out (channels x size x size), columns first as the matmul
- * path: rows[y][u] for the source rows the output reads, then out[v][u] from two of those rows. */
+ * path: rows[y][u] for the source rows the output reads, then out[v][u] from two of those rows.
+ * An image stored transposed (a portrait photo in a cache of whole photos; its box is in stored
+ * coordinates) is cropped as stored and written transposed, out[u][v], upright again; its flip
+ * mirrors the stored rows, which are the upright view's columns. */
 static void crop(const Batch *b, int64_t i, float *out, float *rows, int *taps, float *fracs) {
     const int C = b->channels, H = b->height, W = b->width, S = b->size;
     const float *box = b->boxes + 4 * i;
     int *xb = taps, *xa = taps + S, *yb = taps + 2 * S, *ya = taps + 3 * S;
     float *xf = fracs, *yf = fracs + S;
-    axis_taps(box[0], box[2], W, S, b->flip[i], xb, xa, xf);
-    axis_taps(box[1], box[3], H, S, 0, yb, ya, yf);
-    const int first = yb[0], last = ya[S - 1];  /* rows are read in increasing order */
+    const int mirror = b->flip[i] & 1, transposed = (b->flip[i] >> 1) & 1;
+    axis_taps(box[0], box[2], W, S, mirror && !transposed, xb, xa, xf);
+    axis_taps(box[1], box[3], H, S, mirror && transposed, yb, ya, yf);
+    /* Rows are read in increasing order, or decreasing where they are mirrored (transposed). */
+    const int first = yb[0] < yb[S - 1] ? yb[0] : yb[S - 1], last = ya[0] > ya[S - 1] ? ya[0] : ya[S - 1];
     const uint8_t *img = b->src + (int64_t)i * C * H * W;
     for (int c = 0; c < C; c++) {
         for (int y = first; y <= last; y++) {
@@ -79,8 +84,13 @@ static void crop(const Batch *b, int64_t i, float *out, float *rows, int *taps, 
         for (int v = 0; v < S; v++) {
             const float *r0 = rows + ((int64_t)c * H + yb[v]) * S, *r1 = rows + ((int64_t)c * H + ya[v]) * S;
             const float w1 = yf[v], w0 = 1.0f - w1;
-            float *o = out + ((int64_t)c * S + v) * S;
-            for (int u = 0; u < S; u++) o[u] = r0[u] * w0 + r1[u] * w1;
+            if (transposed) {
+                float *o = out + (int64_t)c * S * S + v;
+                for (int u = 0; u < S; u++) o[(int64_t)u * S] = r0[u] * w0 + r1[u] * w1;
+            } else {
+                float *o = out + ((int64_t)c * S + v) * S;
+                for (int u = 0; u < S; u++) o[u] = r0[u] * w0 + r1[u] * w1;
+            }
         }
     }
 }

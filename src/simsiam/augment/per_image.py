@@ -68,8 +68,8 @@ def build_eval_transform(size: int, channels: int, mean, std, resize: bool,
 
     ``resize=True`` is the standard ImageNet protocol for variable-size files (shorter side to
     size*256/224, then a central crop); with ``margin=False`` the shorter side goes to ``size``
-    itself, the central square as the image cache stores it (what a model fine-tuned on a cached
-    folder was tested on). In-memory datasets are already at their native size.
+    itself, the central square as evaluation reads it from the image cache (what a model fine-tuned
+    on a cached folder was tested on). In-memory datasets are already at their native size.
     """
     mean, std = check_mean_std(mean, std, channels)
     ops: list = [EnsureMode(channels)]

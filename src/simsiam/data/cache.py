@@ -1,18 +1,26 @@
 """A folder of image files decoded once into one uint8 array, memory-mapped on later runs.
 
 Decoding JPEGs is the per-image pipeline's cost: it takes a core from the model on a small
-machine. Decoded once -- in parallel, with a progress bar -- into ``(N, C, S, S)`` uint8, a folder
+machine. Decoded once -- in parallel, with a progress bar -- into ``(N, C, S, L)`` uint8, a folder
 becomes an :class:`InMemoryImages` and trains on the batched tensor pipeline like CIFAR.
 
-Storage resolution: every image's shorter side is resized to ``S`` and the central ``S x S``
-square kept, ``S = data.image_size`` (or ``data.cache_side``). What that changes:
+Storage: whole photos, aspect kept up to :data:`MAX_ASPECT`. Every image's shorter side is resized
+to ``S = data.image_size`` (or ``data.cache_side``) and its longer side kept up to
+``L = S * 4 // 3``, the rest of it centre-cropped (a 16:9 photo keeps its central 4:3). Each image
+lies landscape in an ``S x L`` slot -- a portrait one transposed -- with its last column repeated
+to the slot's edge, and the index records its upright (height, width) (``InMemoryImages.sizes``).
+The batched augmentation draws each crop relative to that whole rectangle, as torchvision's
+RandomResizedCrop does on the file (``BatchAugment.sample_params``), and crops a transposed image
+as stored, turning the view upright. A folder whose images are all square after the resize is
+stored ``(N, C, S, S)`` without sizes, exactly as before. What that costs and changes:
 
-* non-square images lose the ends of their longer side (as the evaluation's centre crop does);
-  RandomResizedCrop then picks its crops inside the square, not the whole photo;
-* a crop of area fraction ``s`` has ``sqrt(s) * S`` stored pixels a side before it is resized to
-  ``image_size``: small crops of large photos are upsampled from fewer pixels than the file had.
-  A larger ``data.cache_side`` buys that detail back at ``(side / image_size)^2`` the disk.
-* evaluation on a cached folder sees the whole stored square (no 224/256 margin).
+* the images file is at most ``L / S = 4/3`` the size of a cache of centre squares (the slots of
+  the widest image kept; a folder of 4:3 photos fills them);
+* a crop of area fraction ``s`` has ``sqrt(s * area)`` stored pixels a side before it is resized
+  to ``image_size``: small crops of large photos are upsampled from fewer pixels than the file
+  had. A larger ``data.cache_side`` buys that detail back at ``(side / image_size)^2`` the disk;
+* evaluation on a cached folder sees each photo's centre square (``InMemoryImages.square_images``;
+  no 224/256 margin), as the cache of centre squares gave it.
 
 The cache's name comes from the file list (names and labels), ``S`` and the channel count: another
 folder, or files added or removed, is another cache. Its index (``.json``) records a fingerprint of
@@ -61,6 +69,9 @@ from .files import ImageFiles
 from .memory import InMemoryImages
 from .names import name_bytes
 
+# The longest stored side, as a ratio to the shorter: 4:3 is what most cameras and phones take (and
+# most of ImageNet); a wider photo keeps its central 4:3, as a longer bound would cost every image.
+MAX_ASPECT = (4, 3)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1)  # those train/stop.py stops a run on
 
 
@@ -80,7 +91,8 @@ def cache_key(dataset: ImageFiles, side: int) -> str:
     rewritten in place keeps the key: the index's fingerprint finds it, and the cache is redone."""
     # "upright": images decoded with their EXIF orientation applied (data/decode.py); older caches
     # hold them as stored, sideways for many phone photos, and are not found (decoded again once).
-    h = hashlib.sha256(f"{side}:{dataset.channels}:v{FORMAT}:upright".encode())
+    # "whole": images kept whole up to MAX_ASPECT; older caches hold centre squares (decoded again once).
+    h = hashlib.sha256(f"{side}:{dataset.channels}:v{FORMAT}:upright:whole{MAX_ASPECT[0]}x{MAX_ASPECT[1]}".encode())
     for path, label in zip(dataset.paths, dataset.labels):
         # Absolute: the same folder named from another directory (or as ./x and x) is the same cache.
         # As bytes: a name that is not UTF-8 is hashed as the file system has it.
@@ -88,15 +100,26 @@ def cache_key(dataset: ImageFiles, side: int) -> str:
     return h.hexdigest()[:24]
 
 
-def _decode_one(job: tuple[str, int, int]) -> tuple[Optional[np.ndarray], str]:
+def slot_width(side: int) -> int:
+    """The longest side kept for a shorter side of ``side``: the width of every image's slot."""
+    return side * MAX_ASPECT[0] // MAX_ASPECT[1]
+
+
+def _decode_one(job: tuple[str, int, int]) -> tuple[Optional[np.ndarray], tuple[int, int], str]:
+    """(pixels (C, side, long) landscape -- a portrait image transposed --, upright (h, w), "") or
+    (None, (0, 0), why)."""
     path, side, channels = job
     try:
         img = decode_image(path, "L" if channels == 1 else "RGB", side)  # upright, shorter side at ``side``
     except UnreadableImage as err:
-        return None, str(err)
-    img = TF.center_crop(img, [side, side])
+        return None, (0, 0), str(err)
+    longest = slot_width(side)
+    if max(img.size) > longest:
+        img = TF.center_crop(img, [min(img.height, longest), min(img.width, longest)])
     pixels = np.asarray(img, dtype=np.uint8)
-    return (pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)), ""
+    pixels = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
+    upright = (img.height, img.width)
+    return (pixels.transpose(0, 2, 1) if img.height > img.width else pixels), upright, ""
 
 
 def _quiet_worker() -> None:
@@ -148,35 +171,39 @@ def _stop_signals_end_the_decode(what: str) -> Iterator[None]:
 
 def build(dataset: ImageFiles, side: int, images_path: Path, workers: int, progress: bool = True) -> dict:
     """Decode every file into ``images_path`` (a .npy written through a temporary file); returns the
-    index: labels and paths of the images kept, the unreadable ones with why, and the images file's
-    checksum (the sources' fingerprint is the caller's, taken before the decode)."""
-    n, c = len(dataset), dataset.channels
+    index: labels and paths of the images kept, their upright sizes (when not all ``side`` square),
+    the unreadable ones with why, and the images file's checksum (the sources' fingerprint is the
+    caller's, taken before the decode)."""
+    n, c, longest = len(dataset), dataset.channels, slot_width(side)
     fd, tmp = tempfile.mkstemp(dir=images_path.parent, prefix=f".{images_path.name}.", suffix=".tmp")
     os.close(fd)
     try:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, c, side, side))
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, c, side, longest))
         _reserve_disk(tmp, images_path.parent)
-        kept, unreadable = [], []
+        kept, unreadable, sizes = [], [], []
         jobs = [(p, side, c) for p in dataset.paths]
         with tqdm(total=n, desc=f"decoding {dataset.name} at {side}px", unit="img", disable=not progress) as bar, \
                 ProcessPoolExecutor(max_workers=workers, initializer=_quiet_worker) as pool:
             try:
-                for i, (pixels, why) in enumerate(pool.map(_decode_one, jobs, chunksize=64)):
+                for i, (pixels, upright, why) in enumerate(pool.map(_decode_one, jobs, chunksize=64)):
                     if pixels is None:
                         unreadable.append(why)
                     else:
-                        out[len(kept)] = pixels
+                        slot, long = out[len(kept)], pixels.shape[2]
+                        slot[:, :, :long] = pixels
+                        slot[:, :, long:] = pixels[:, :, -1:]  # the edge repeated: a crop's bilinear edge reads it
                         kept.append(i)
+                        sizes.append(upright)
                     bar.update()
             except BaseException:
                 _stop_workers(pool)
                 raise
         out.flush()
         del out
-        if len(kept) < n:  # rewrite without the gaps the unreadable files left at the end
-            full = np.load(tmp, mmap_mode="r")
-            np.save(tmp + ".kept.npy", full[:len(kept)])
-            del full
+        # The slots as wide as the widest image kept: side x side for a folder of squares, as before.
+        width = max((max(hw) for hw in sizes), default=side)
+        if len(kept) < n or width < longest:  # rewrite without the unreadable files' gaps and the unused width
+            _copy_trimmed(tmp, tmp + ".kept.npy", len(kept), width)
             os.replace(tmp + ".kept.npy", tmp)
         checksum = file_checksum(tmp)
         os.replace(tmp, images_path)
@@ -185,8 +212,20 @@ def build(dataset: ImageFiles, side: int, images_path: Path, workers: int, progr
             if os.path.exists(leftover):
                 os.unlink(leftover)
         raise
+    whole = {"sizes": [list(hw) for hw in sizes]} if any(hw != (side, side) for hw in sizes) else {}
     return {"format": FORMAT, "side": side, "channels": c, "labels": [dataset.labels[i] for i in kept],
-            "paths": [dataset.paths[i] for i in kept], "unreadable": unreadable, "checksum": checksum}
+            "paths": [dataset.paths[i] for i in kept], "unreadable": unreadable, "checksum": checksum, **whole}
+
+
+def _copy_trimmed(source: str, target: str, count: int, width: int) -> None:
+    """The first ``count`` images of ``source`` in slots ``width`` wide, into a new .npy ``target``.
+    By blocks of whole images: numpy's save of the strided slice took twice the decode itself."""
+    full = np.load(source, mmap_mode="r")
+    out = np.lib.format.open_memmap(target, mode="w+", dtype=np.uint8, shape=(count, *full.shape[1:3], width))
+    for start in range(0, count, 1024):
+        out[start:start + 1024] = full[start:min(count, start + 1024), :, :, :width]
+    out.flush()
+    del out, full
 
 
 def _write_index(index: dict, index_path: Path) -> None:
@@ -226,7 +265,7 @@ def cached(dataset: ImageFiles, side: int, cache_dir: Path, *, max_bytes: float 
     (built first when needed, with a progress bar when ``progress``), or None when it would take more
     than ``max_bytes``. Unreadable files are reported through ``warn`` (``log`` when not given)."""
     warn = warn or log
-    size = len(dataset) * dataset.channels * side * side
+    size = len(dataset) * dataset.channels * side * slot_width(side)  # at most; squares take side * side
     if size > max_bytes:
         log(f"not caching {dataset.name}: {size / 2**30:.1f} GiB decoded is over data.cache_max_gb "
             f"({max_bytes / 2**30:.1f}); training reads the files (per-image pipeline)")
@@ -257,14 +296,28 @@ def cached(dataset: ImageFiles, side: int, cache_dir: Path, *, max_bytes: float 
                          "data.cache=false")
     # Copy-on-write mapping: pages are read on demand and shared between runs; nothing writes back.
     array = np.load(images_path, mmap_mode="c", allow_pickle=False)
-    if array.dtype != np.uint8 or array.shape != (len(index["labels"]), dataset.channels, side, side):
+    sizes = torch.tensor(index["sizes"], dtype=torch.int64).view(-1, 2) if "sizes" in index else None
+    if not _holds(array, len(index["labels"]), dataset.channels, side, sizes):
         raise ValueError(f"the decoded-image cache {images_path} does not hold the images its index describes "
                          f"({array.dtype}, {array.shape}); run again (it is decoded anew) or set data.cache=false")
     images = torch.from_numpy(array)
-    log(f"{dataset.name}: {len(images)} images decoded at {side}px, memory-mapped from {images_path} "
+    whole = "" if sizes is None else f", whole up to {MAX_ASPECT[0]}:{MAX_ASPECT[1]} in {side}x{array.shape[3]} slots"
+    log(f"{dataset.name}: {len(images)} images decoded at {side}px{whole}, memory-mapped from {images_path} "
         f"({images_path.stat().st_size / 2**20:.0f} MiB)")
-    out = InMemoryImages(images, index["labels"], dataset.name, dataset.num_classes, dataset.mean, dataset.std)
+    out = InMemoryImages(images, index["labels"], dataset.name, dataset.num_classes, dataset.mean, dataset.std,
+                         sizes=sizes)
     out.classes = dataset.classes
     out.paths = index["paths"]
     out.subset_of = dataset.subset_of
     return out
+
+
+def _holds(array: np.ndarray, n: int, channels: int, side: int, sizes: Optional[torch.Tensor]) -> bool:
+    """Whether the images file has the index's shape: squares, or slots that fit every recorded size."""
+    if array.dtype != np.uint8 or array.ndim != 4 or array.shape[:3] != (n, channels, side):
+        return False
+    if sizes is None:
+        return array.shape[3] == side
+    if array.shape[3] > slot_width(side) or sizes.shape != (n, 2):
+        return False
+    return bool((sizes.min(dim=1).values == side).all() and (sizes.max(dim=1).values <= array.shape[3]).all())

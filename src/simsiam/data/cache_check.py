@@ -101,6 +101,12 @@ def _malformed(index) -> str:
         return "labels and paths do not pair up"
     if not all(isinstance(index["checksum"].get(k), int) for k in ("bytes", "crc32")):
         return "no valid checksum"
+    sizes = index.get("sizes", [])  # whole photos' upright (height, width); absent for squares
+    if not isinstance(sizes, list) or not all(
+            isinstance(hw, list) and len(hw) == 2 and all(isinstance(v, int) and v > 0 for v in hw) for hw in sizes):
+        return "no valid 'sizes'"
+    if "sizes" in index and len(sizes) != len(index["labels"]):
+        return "sizes and labels do not pair up"
     return ""
 
 

@@ -48,6 +48,8 @@ class BatchedViewLoader:
     def __init__(self, dataset: InMemoryImages, cfg: Config, num_views: int, device: torch.device):
         self.images = dataset.images.to(device)  # (N, C, H, W) uint8, kept on the device
         self.labels = dataset.labels.to(device)
+        # Whole photos (a cache of rectangles): each one's (h, w), the crops' frame; None: the array's.
+        self.sizes = None if dataset.sizes is None else dataset.sizes.to(device)
         self.global_batch = cfg.optim.batch_size
         self.batch = local_batch_size(self.global_batch)
         self.num_views = num_views
@@ -78,11 +80,13 @@ class BatchedViewLoader:
         for _ in range(start_batch * self.num_views):
             # The skipped batches' draws: how many numbers a view takes depends only on the batch's
             # size, so drawing the parameters alone leaves ``gen`` exactly where making them would.
-            self.augment.sample_params(self.batch, gen, self.device, image_hw=tuple(self.images.shape[-2:]))
+            self.augment.sample_params(self.batch, gen, self.device, image_hw=tuple(self.images.shape[-2:]),
+                                       image_sizes=None if self.sizes is None else self.sizes[:self.batch])
         for b in range(start_batch, len(self)):
             idx = order[b * self.global_batch + r * self.batch: b * self.global_batch + (r + 1) * self.batch]
             x = self.images[idx]
-            views = tuple(self.augment(x, gen) for _ in range(self.num_views))
+            sizes = None if self.sizes is None else self.sizes[idx]
+            views = tuple(self.augment(x, gen, sizes) for _ in range(self.num_views))
             yield {"views": views, "labels": self.labels[idx], "index": idx, "skipped": []}
 
 

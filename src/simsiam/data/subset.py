@@ -52,6 +52,7 @@ def select(dataset, index: torch.Tensor):
     small = copy.copy(dataset)
     if isinstance(dataset, InMemoryImages):
         small.images = dataset.images[index]
+        small.sizes = None if dataset.sizes is None else dataset.sizes[index]
         small.labels = dataset.labels[index]
     else:
         small.paths = [dataset.paths[i] for i in index.tolist()]

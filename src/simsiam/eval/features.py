@@ -66,7 +66,7 @@ def extract_features(net: Callable[[torch.Tensor], torch.Tensor], dataset, *, de
         idx = torch.tensor(shard, dtype=torch.long)
         for start in range(0, len(idx), batch_size):
             b = idx[start:start + batch_size]
-            x = normalize_batch(dataset.images[b].to(device, non_blocking=True), dataset.mean, dataset.std)
+            x = normalize_batch(dataset.square_images(b).to(device, non_blocking=True), dataset.mean, dataset.std)
             if image_size and image_size != x.shape[-1]:
                 x = nn.functional.interpolate(x, size=(image_size, image_size), mode="bilinear",
                                               align_corners=False, antialias=True)

@@ -43,6 +43,7 @@ class BatchedCropFlip:
                  crop_scale_min: float = LINEAR_CROP_SCALE[0]):
         self.images = dataset.images.to(device)  # (N, C, H, W) uint8, kept on the device
         self.labels = dataset.labels.to(device)
+        self.sizes = None if dataset.sizes is None else dataset.sizes.to(device)  # whole photos' (h, w)
         self.batch_size, self.device, self.seed = batch_size, device, seed
         self.augment = BatchAugment(crop_flip_aug(crop_scale_min), size, dataset.channels, dataset.mean, dataset.std)
 
@@ -54,7 +55,8 @@ class BatchedCropFlip:
         gen = torch.Generator(device=self.device).manual_seed(epoch_seed(self.seed, epoch, 1))
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size].to(self.device)
-            yield self.augment(self.images[idx], gen), self.labels[idx]
+            sizes = None if self.sizes is None else self.sizes[idx]
+            yield self.augment(self.images[idx], gen, sizes), self.labels[idx]
 
 
 def _collate(batch):

@@ -93,7 +93,7 @@ def plot_embedding_map(xy: np.ndarray, labels: np.ndarray, names: Sequence[str],
 def tile(dataset, index: int, size: int = 96) -> np.ndarray:
     """The image as a uint8 array for display: (H, W) grey or (H, W, 3); a grey square if unreadable."""
     if isinstance(dataset, InMemoryImages):
-        img = dataset.images[index].permute(1, 2, 0).numpy()
+        img = dataset.square_images(torch.tensor([index]))[0].permute(1, 2, 0).numpy()
         return img[..., 0] if img.shape[-1] == 1 else img
     try:
         pil, _ = dataset[index]

@@ -48,5 +48,5 @@ def log_embedding_projector(log: RunLog, backbone: torch.nn.Module, eval_set, *,
         feats, labels, kept, _ = extract_features(backbone, images, device=device, image_size=image_size)
     thumbnails = None
     if isinstance(images, InMemoryImages):
-        thumbnails = images.images[torch.tensor(kept, dtype=torch.long)].float() / 255
+        thumbnails = images.square_images(torch.tensor(kept, dtype=torch.long)).float() / 255
     log.embedding(feats.float(), [int(y) for y in labels], thumbnails, step)
