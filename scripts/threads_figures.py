@@ -1,7 +1,7 @@
 """run.threads=auto against fixed thread counts, on a quiet machine and beside a competing process.
 
     PYTHONPATH=src python scripts/threads_figures.py [--preset fmnist] [--images 12800] [--rounds 2]
-        [--threads 0 1 2] [--out docs/bench/threads.json]
+        [--threads 0 1 2] [--conditions quiet busy] [--out docs/bench/threads.json]
 
 Each measurement is a real ``simsiam pretrain`` process (one epoch of ``--images`` training images,
 no monitor, its own interpreter, ``OMP_NUM_THREADS`` unset so that ``run.threads`` decides) and its
@@ -60,10 +60,13 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=12800)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--threads", type=int, nargs="+", default=[0, 1, 2], help="run.threads settings (0: auto)")
+    p.add_argument("--conditions", nargs="+", default=["quiet", "busy"], choices=("quiet", "busy"),
+                   help="quiet: nothing started beside the runs; busy: a one-core busy loop beside them")
     p.add_argument("--out", default="")
     args = p.parse_args(argv)
-    results = {name: measure(args.preset, args.images, args.threads, args.rounds, competitor)
-               for name, competitor in (("quiet", False), ("one busy process", True))}
+    names = {"quiet": ("quiet", False), "busy": ("one busy process", True)}
+    results = {names[c][0]: measure(args.preset, args.images, args.threads, args.rounds, names[c][1])
+               for c in args.conditions}
     label = {0: "auto"}
     print(f"| condition | {' | '.join(f'run.threads={label.get(t, t)}' for t in args.threads)} |")
     print("|---|" + "---:|" * len(args.threads))
