@@ -578,8 +578,10 @@ def _ctrl_c_when(argv: list[str], text: str, presses: int = 1, delay: float = 0.
     terminal's Ctrl-C (SIGINT to the group), ``presses`` times 0.1 s apart."""
     import threading
 
+    # SIGINT at its default, as under a terminal: a shell starts background jobs (this script run
+    # with `&`) with SIGINT ignored, and a Python started so never turns it into KeyboardInterrupt.
     proc = subprocess.Popen([PY, "-m", "simsiam", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
+                            start_new_session=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = {"out": bytearray(), "err": bytearray()}
 
     def read(stream, into):
