@@ -32,12 +32,19 @@ def slow_folder(tmp_path_factory) -> Path:
     return root
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class Command:
     """``python -m simsiam ARGV`` in a process group of its own, its output collected as it comes."""
 
     def __init__(self, *argv: str, env: dict):
+        # SIGINT at its default, as under a terminal: a shell that starts the suite in the background
+        # (`make test &`, a CI runner) leaves it ignored, and a Python started so ignores Ctrl-C.
         self.proc = subprocess.Popen([sys.executable, "-m", "simsiam", *argv], stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, start_new_session=True, env=env)
+                                     stderr=subprocess.PIPE, start_new_session=True, env=env,
+                                     preexec_fn=_default_sigint)
         self.out, self.err = bytearray(), bytearray()
         self._readers = [threading.Thread(target=self._read, args=(s, b), daemon=True)
                          for s, b in ((self.proc.stdout, self.out), (self.proc.stderr, self.err))]
