@@ -240,14 +240,7 @@ def sample_crop_boxes_within(sizes: torch.Tensor, scale: tuple[float, float], ra
     n = sizes.shape[0]
     height = sizes[:, 0].to(device=device, dtype=torch.float32).view(-1, 1)
     width = sizes[:, 1].to(device=device, dtype=torch.float32).view(-1, 1)
-    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
-    target = height * width * _uniform((n, CROP_TRIES), scale[0], scale[1], generator, device)
-    ratios = torch.exp(_uniform((n, CROP_TRIES), log_lo, log_hi, generator, device))
-    w = torch.round(torch.sqrt(target * ratios))
-    h = torch.round(torch.sqrt(target / ratios))
-    valid = (w > 0) & (w <= width) & (h > 0) & (h <= height)
-    first = (valid.cumsum(dim=1) == 0).sum(dim=1, keepdim=True).clamp_(max=CROP_TRIES - 1)
-    w, h = w.gather(1, first).squeeze(1), h.gather(1, first).squeeze(1)
+    w, h, valid = _first_valid_try(n, height * width, height, width, scale, ratio, generator, device)
     offsets = torch.rand((n, 2), generator=generator, device=device)
     height, width = height.squeeze(1), width.squeeze(1)
     x0 = torch.minimum(torch.floor(offsets[:, 0] * (width - w + 1)), width - w)
@@ -257,14 +250,11 @@ def sample_crop_boxes_within(sizes: torch.Tensor, scale: tuple[float, float], ra
     return torch.where(valid.any(dim=1, keepdim=True), drawn, fallback)
 
 
-def sample_crop_boxes(n: int, height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
-                      generator, device) -> torch.Tensor:
-    """``RandomResizedCrop.get_params`` for ``n`` images at once: (n, 4) int64 boxes (x0, y0, w, h).
-
-    All ``CROP_TRIES`` candidates are drawn together and the first valid one is kept, which is the
-    same distribution as torchvision's loop that stops at the first valid try.
-    """
-    area = height * width
+def _first_valid_try(n: int, area, height, width, scale: tuple[float, float], ratio: tuple[float, float],
+                     generator, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """RandomResizedCrop's ``CROP_TRIES`` tries for ``n`` images, drawn together: the (w, h) of each
+    image's first valid try (its last try when none is) and the (n, CROP_TRIES) validity mask.
+    ``area``, ``height``, ``width``: numbers (one size for all) or (n, 1) tensors (a size each)."""
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
     target = area * _uniform((n, CROP_TRIES), scale[0], scale[1], generator, device)
     ratios = torch.exp(_uniform((n, CROP_TRIES), log_lo, log_hi, generator, device))
@@ -274,7 +264,17 @@ def sample_crop_boxes(n: int, height: int, width: int, scale: tuple[float, float
     valid = (w > 0) & (w <= width) & (h > 0) & (h <= height)
     # Index of the first valid try = the number of invalid tries before it (clamped when none is valid).
     first = (valid.cumsum(dim=1) == 0).sum(dim=1, keepdim=True).clamp_(max=CROP_TRIES - 1)
-    w, h = w.gather(1, first).squeeze(1), h.gather(1, first).squeeze(1)
+    return w.gather(1, first).squeeze(1), h.gather(1, first).squeeze(1), valid
+
+
+def sample_crop_boxes(n: int, height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float],
+                      generator, device) -> torch.Tensor:
+    """``RandomResizedCrop.get_params`` for ``n`` images at once: (n, 4) int64 boxes (x0, y0, w, h).
+
+    All ``CROP_TRIES`` candidates are drawn together and the first valid one is kept, which is the
+    same distribution as torchvision's loop that stops at the first valid try.
+    """
+    w, h, valid = _first_valid_try(n, height * width, height, width, scale, ratio, generator, device)
     offsets = torch.rand((n, 2), generator=generator, device=device)
 
     found = valid.any(dim=1)
