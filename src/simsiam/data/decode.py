@@ -16,6 +16,10 @@ Reduced-scale decode: libjpeg can decode a JPEG at 1/2, 1/4 or 1/8 of its size i
 reduction that still leaves the shorter side at least ``DRAFT_MARGIN * side`` pixels is used, and
 the antialiased resize does the rest; the margin keeps the result close to a full decode followed
 by the same resize (``tests/test_decode.py`` states the difference measured on a fixture).
+
+HEIC/HEIF, the format phones save by default, is read through the optional ``pillow-heif`` package
+(``pip install 'simsiam[heic]'``) when it is installed; without it each such file is one
+"cannot decode" line that says what to install, and the run goes on without it.
 """
 from __future__ import annotations
 
@@ -27,6 +31,15 @@ import torchvision.transforms.functional as TF
 from PIL import Image, ImageOps
 
 from .errors import UnreadableImage
+
+try:  # optional: registers HEIC/HEIF with PIL
+    import pillow_heif
+
+    pillow_heif.register_heif_opener()
+    HEIF_SUPPORTED = True
+except ImportError:
+    HEIF_SUPPORTED = False
+HEIF_SUFFIXES = (".heic", ".heif")
 
 # The DCT-scaled decode keeps at least this many times the asked-for side before the resize: the
 # resize then still averages over 2x2 decoded pixels or more, as it would from the full image.
@@ -69,6 +82,9 @@ def decode_image(source: Union[str, bytes], mode: str, side: int = 0, name: str 
     with ``side`` its shorter side resized to ``side`` (decoded at a reduced scale where the file
     is a JPEG far larger). Raises :class:`UnreadableImage` on any decoder failure."""
     label = name or (source if isinstance(source, str) else "<bytes>")
+    if not HEIF_SUPPORTED and str(label).lower().endswith(HEIF_SUFFIXES):
+        raise UnreadableImage(label, "HEIC/HEIF photos need the optional pillow-heif package: "
+                                     "pip install 'simsiam[heic]' (or convert them to JPEG)")
     try:
         with Image.open(source if isinstance(source, str) else io.BytesIO(source)) as img:
             return _upright(img, mode, side)

@@ -10,7 +10,9 @@ from torch.utils.data import Dataset
 
 from .decode import decode_image
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# HEIC/HEIF (phones' default format) decode through the optional pillow-heif extra; listed either way,
+# so that a folder of them without it is reported file by file rather than silently ignored.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".heic", ".heif", ".avif")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
