@@ -19,7 +19,8 @@ from simsiam.data import load_dataset
 from simsiam.data.label_budget import LabelBudget, draw_labels, parse_budgets
 from simsiam.downstream import FinetuneRecipe, finetune
 from simsiam.downstream import label_efficiency as le
-from simsiam.eval.classifier import load_classifier
+from simsiam.eval.classifier import Classifier, load_classifier, save_classifier
+from simsiam.eval.pretrained import load_pretrained
 from simsiam.methods import build_method
 
 FAST = FinetuneRecipe(lrs=(0.1, 0.3), epochs=1, min_steps=6, probe_min_steps=20)
@@ -189,6 +190,18 @@ def test_a_finetuned_model_exports_with_its_head_and_embeds(finetuned, tmp_path)
         Image.fromarray(np.full((8, 8), 40 * i, np.uint8)).save(imgs / f"{i}.png")
     assert main(["embed", str(model), "--data", str(imgs), "--out", str(tmp_path / "emb"), "--quiet"]) == 0
     assert np.load(tmp_path / "emb" / "embeddings.npy").shape == (3, 64)
+
+
+def test_a_model_with_non_finite_weights_is_not_saved(finetuned, tmp_path):
+    path = finetuned["out"] / "models" / "scratch-3-per-class-seed0.pt"
+    method, cfg = load_pretrained(path)
+    classifier = Classifier(method.backbone, 10)
+    meta = load_classifier(path)[1]
+    with torch.no_grad():
+        classifier.head.weight[0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"NaN or inf in 1 tensor\(s\) \(classifier.weight\).*smaller --lrs"):
+        save_classifier(tmp_path / "m.pt", method, classifier, cfg.to_dict(), meta)
+    assert not (tmp_path / "m.pt").exists()
 
 
 # ---------------------------------------------------------------------------------------------- resume, Ctrl-C

@@ -47,8 +47,12 @@ def save_classifier(path: str | Path, method: nn.Module, classifier: Classifier,
         raise ValueError("the method's backbone must be the classifier's own module")
     state = {k: v.detach().cpu() for k, v in method.state_dict().items()}
     head = {"weight": classifier.head.weight.detach().cpu(), "bias": classifier.head.bias.detach().cpu()}
-    return ckpt_io.save_atomic({"model": state, "config": config, "classifier": head, "finetune": meta,
-                                "version": __version__}, path)
+    saved = {"model": state, "config": config, "classifier": head, "finetune": meta, "version": __version__}
+    bad = ckpt_io.non_finite_tensors(saved)
+    if bad:  # load would refuse it; a model that predicts nothing must not be left for predict/export
+        raise ValueError(f"the fine-tuned weights hold NaN or inf in {len(bad)} tensor(s) ({', '.join(bad[:3])}): "
+                         f"not saved to {str(path)!r}; the training diverged -- choose smaller --lrs")
+    return ckpt_io.save_atomic(saved, path)
 
 
 def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tuple[Classifier, dict, object]:
