@@ -224,3 +224,20 @@ def test_a_wholly_unreadable_batch_on_one_rank_does_not_hang_the_other(tmp_path,
     assert saved["step"] == 4  # 5 batches, the first left out by both ranks
     records = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
     assert [r["skipped_images"] for r in records if r["kind"] == "epoch"] == [64]
+
+
+def test_under_torchrun_the_first_periodic_checkpoint_is_at_the_first_poll_due(monkeypatch):
+    """Every 2 steps, polled every POLL_EVERY=10 under torchrun: the first checkpoint is at step 10,
+    not 20 (the interval counts from the run's first step, not from its first poll)."""
+    from simsiam.parallel import distributed as dist_module
+    from simsiam.train import stop as stop_module
+
+    monkeypatch.setattr(dist_module, "is_enabled", lambda: True)
+    monkeypatch.setattr(stop_module.Poll, "_agree", staticmethod(lambda flags: flags))
+    poll = stop_module.Poll(StopRequest(), every_steps=2)
+    saves = []
+    for step in range(1, 31):
+        if poll.after_step(step)[0]:
+            saves.append(step)
+            poll.saved(step)
+    assert saves == [10, 20, 30]

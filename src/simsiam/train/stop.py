@@ -95,10 +95,10 @@ class Poll:
 
     def after_step(self, step: int) -> tuple[bool, bool]:
         """``(checkpoint, stop)`` after optimiser step ``step`` (counted from the run's start)."""
+        if self._last_save_step is None:  # before the poll below skips steps: the count starts at the first
+            self._last_save_step = step - 1  # the run's (or the resumed run's) start
         if dist.is_enabled() and step % POLL_EVERY:
             return False, False  # the ranks agree at multiples of POLL_EVERY only
-        if self._last_save_step is None:
-            self._last_save_step = step - 1  # the run's (or the resumed run's) start
         save_due = (self.every_steps > 0 and step - self._last_save_step >= self.every_steps) or (
             self.every_minutes > 0 and time.monotonic() - self._last_save >= 60 * self.every_minutes)
         flags = self._agree([bool(self.stop.reason), save_due])
