@@ -314,6 +314,7 @@ def run_cases(work: Path) -> list[Row]:
     _issue25_cases(t, work, len(data))  # issue 25: run lock, NaN weights, full disk, elastic restart
     _shard_cases(t, work)  # issue 26: WebDataset shards
     _whole_photo_cases(t, work)  # issue 26 item 3: the cache of whole photos
+    _shard_batch_cases(t, work)  # issue 26 item 5: shards on the batched pipeline (needs _shard_cases' folders)
     return t.rows
 
 
@@ -806,6 +807,24 @@ def _shard_cases(t: Table, work: Path) -> None:
     t.cli("shards with a truncated JPEG, a sample without .cls and a file that is not a tar (trains; skips "
           "counted)", "pretrain", *shard_tiny, "--data-dir", str(broken), "--out-dir", str(work / "shards_run"),
           checked=lambda: _grep(work / "shards_run" / "metrics.jsonl", "skipped_images"))
+
+
+def _shard_batch_cases(t: Table, work: Path) -> None:
+    """Shards on the batched pipeline (the default, which the rows of ``_shard_cases`` now take) and on
+    the per-image one: a block of its own, after ``_shard_cases``, whose folders it reuses."""
+    shard_tiny = ["--preset", "digits", "--quiet", "data.eval_split=", "model.width=4", "model.proj_hidden=32",
+                  "model.dim=32", "data.dataset=shards", "data.image_size=8", "optim.batch_size=4",
+                  "data.num_workers=0", "--epochs", "1"]
+    t.cli("shards with a truncated JPEG, a sample without .cls and a file that is not a tar, "
+          "data.pipeline=per_image (trains; skips counted)", "pretrain", *shard_tiny, "data.pipeline=per_image",
+          "--data-dir", str(work / "broken_shards"), "--out-dir", str(work / "shards_per_image_run"),
+          checked=lambda: _grep(work / "shards_per_image_run" / "metrics.jsonl", "skipped_images"))
+    unreadable = work / "unreadable_shards"
+    shutil.copytree(work / "shards", unreadable)
+    for shard in unreadable.glob("shard-*.tar"):
+        shard.write_text("this is not a tar file\n")
+    t.cli("shards of which no image can be read (every shard not a tar)", "pretrain", *shard_tiny, "--data-dir",
+          str(unreadable), "--out-dir", str(work / "unreadable_shards_run"))
 
 
 def write_table(rows: list[Row], out: Path, commit: str) -> None:

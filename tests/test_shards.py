@@ -1,11 +1,14 @@
 """WebDataset shards: `simsiam pack` writes them, `data.dataset=shards` streams them -- every image
 exactly once per epoch across ranks x workers, reshuffled each epoch, resumable mid-epoch, and bad
-members skipped with a line naming them."""
+members skipped with a line naming them. On the batched pipeline (the default) the workers decode
+each image into the decoded cache's stored form and the views are the batched augmentation of those
+slots, as from the cache."""
 from __future__ import annotations
 
 import io
 import json
 import multiprocessing
+import random
 import sys
 import tarfile
 from pathlib import Path
@@ -24,9 +27,12 @@ pytest.importorskip("webdataset")
 
 from simsiam import get_preset  # noqa: E402
 from simsiam.data import load_dataset  # noqa: E402
-from simsiam.data.loaders import ShardViewLoader, build_train_loader  # noqa: E402
+from simsiam.augment import BatchAugment  # noqa: E402
+from simsiam.data.cache import cached  # noqa: E402
+from simsiam.data.files import ImageFiles  # noqa: E402
+from simsiam.data.loaders import ShardViewLoader, build_train_loader, epoch_seed  # noqa: E402
 from simsiam.data.shard_stream import stream_pieces, worker_block  # noqa: E402
-from simsiam.data.shards import pack  # noqa: E402
+from simsiam.data.shards import PACK_SEED, labelled_files, pack  # noqa: E402
 
 CLASSES = ("ant", "bee", "cat")
 
@@ -47,10 +53,10 @@ def shards(tmp_path) -> Path:
     return out
 
 
-def shards_cfg(data_dir: Path, batch: int = 8, workers: int = 0):
+def shards_cfg(data_dir: Path, batch: int = 8, workers: int = 0, pipeline: str = "auto"):
     cfg = get_preset("digits")
     cfg.data.dataset, cfg.data.data_dir, cfg.data.eval_split = "shards", str(data_dir), ""
-    cfg.data.image_size, cfg.data.num_workers = 8, workers
+    cfg.data.image_size, cfg.data.num_workers, cfg.data.pipeline = 8, workers, pipeline
     cfg.optim.batch_size = batch
     return cfg
 
@@ -94,9 +100,9 @@ def test_worker_blocks_and_stream_pieces():
     assert stream_pieces([10, 10, 5], [2, 0, 1], 3, 17) == [(2, 3, 5), (0, 0, 10), (1, 0, 2)]
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_one_process_sees_every_image_once_per_epoch_reshuffled(shards, workers):
-    loader = loader_for(shards_cfg(shards, batch=8, workers=workers))
+@pytest.mark.parametrize("workers,pipeline", [(0, "auto"), (2, "auto"), (2, "per_image")])
+def test_one_process_sees_every_image_once_per_epoch_reshuffled(shards, workers, pipeline):
+    loader = loader_for(shards_cfg(shards, batch=8, workers=workers, pipeline=pipeline))
     assert len(loader) == 6  # 48 images // 8
     first, second = indices(loader, 0), indices(loader, 1)
     for epoch in (first, second):
@@ -105,18 +111,71 @@ def test_one_process_sees_every_image_once_per_epoch_reshuffled(shards, workers)
     assert indices(loader, 0) == first  # a function of (seed, epoch)
 
 
-def test_views_and_labels_are_the_images_own(shards):
-    batch = next(iter(loader_for(shards_cfg(shards, batch=8)).epoch(0)))
+@pytest.mark.parametrize("pipeline", ["auto", "per_image"])
+def test_views_and_labels_are_the_images_own(shards, pipeline):
+    batch = next(iter(loader_for(shards_cfg(shards, batch=8, pipeline=pipeline)).epoch(0)))
     assert [v.shape for v in batch["views"]] == [(8, 3, 8, 8)] * 2 and batch["skipped"] == []
     index = json.loads((shards / "shards.json").read_text())
     assert set(batch["labels"].tolist()) <= set(range(len(index["classes"])))
 
 
-def test_a_resumed_epoch_is_the_rest_of_the_same_epoch(shards):
-    loader = loader_for(shards_cfg(shards, batch=8, workers=2))
-    whole = indices(loader, 3)
+@pytest.mark.parametrize("pipeline", ["auto", "per_image"])
+def test_a_resumed_epoch_is_the_rest_of_the_same_epoch(shards, pipeline):
+    loader = loader_for(shards_cfg(shards, batch=8, workers=2, pipeline=pipeline))
+    whole = list(loader.epoch(3))
     for start in (1, 2, 5):
-        assert indices(loader, 3, start) == whole[start:], start
+        resumed = list(loader.epoch(3, start))
+        assert [b["index"].tolist() for b in resumed] == [b["index"].tolist() for b in whole[start:]], start
+        for a, b in zip(resumed, whole[start:]):  # the same views: the skipped batches' draws passed over
+            assert all(torch.equal(u, v) for u, v in zip(a["views"], b["views"])), start
+    again = list(loader.epoch(3))  # and a function of (seed, epoch, workers)
+    assert all(torch.equal(a["views"][1], b["views"][1]) for a, b in zip(again, whole))
+
+
+def mixed_folder(root: Path) -> Path:
+    """Landscape, portrait, square and wider-than-4:3 JPEGs in 2 classes, with detail to crop."""
+    shapes = [(20, 15), (15, 20), (16, 16), (30, 12), (14, 18), (24, 18)]
+    rng = np.random.default_rng(0)
+    for c in range(2):
+        (root / f"c{c}").mkdir(parents=True)
+        for i in range(12):
+            w, h = shapes[(i + c) % len(shapes)]
+            pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / f"c{c}" / f"{i}.jpg", quality=90)
+    return root
+
+
+def test_batched_shards_hold_the_caches_slots_and_make_its_views(tmp_path):
+    photos = mixed_folder(tmp_path / "photos")
+    pack(str(photos), str(tmp_path / "shards"), per_shard=7, progress=False, log=lambda _: None)
+    paths, labels, classes = labelled_files(str(photos))
+    cache = cached(ImageFiles(paths, labels, "mixed", len(classes), classes=classes), 8, tmp_path / "cache",
+                   log=lambda _: None, progress=False)
+    assert cache.sizes is not None and cache.images.shape == (24, 3, 8, 10)  # whole photos, 4:3 slots
+    stored = list(range(len(paths)))
+    random.Random(PACK_SEED).shuffle(stored)  # shard position -> file, as pack laid them out
+    cfg = shards_cfg(tmp_path / "shards", batch=8, workers=2)
+    loader = loader_for(cfg)
+    assert loader.describe().startswith("batched pipeline streaming 4 shard(s)")
+    augment = BatchAugment(cfg.aug, 8, 3, cache.mean, cache.std, kernel=cfg.data.augment_kernel)
+    gen = torch.Generator().manual_seed(epoch_seed(cfg.run.seed, 1, 1))  # BatchedViewLoader's, rank 0
+    seen = []
+    for batch in loader.epoch(1):
+        rows = torch.tensor([stored[i] for i in batch["index"].tolist()])
+        seen += rows.tolist()
+        assert batch["labels"].tolist() == cache.labels[rows].tolist()
+        # BatchAugment over the cache's own slots of the same images, in the same order
+        expected = tuple(augment(cache.images[rows], gen, cache.sizes[rows]) for _ in range(2))
+        for got, want in zip(batch["views"], expected):
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+    assert sorted(seen) == list(range(24))
+    # the uint8 slots and sizes themselves, as the workers collate them
+    loader.stream.set_epoch(0)
+    for batch in loader.loader:
+        rows = torch.tensor([stored[i] for i in batch["index"].tolist()])
+        width = batch["images"].shape[3]
+        assert width == int(batch["sizes"].max()) and torch.equal(batch["sizes"], cache.sizes[rows])
+        assert torch.equal(batch["images"], cache.images[rows][..., :width])
 
 
 def _shard_worker(rank, port, data_dir, out_dir):
@@ -124,20 +183,25 @@ def _shard_worker(rank, port, data_dir, out_dir):
     # The pool's rank processes are daemons, which multiprocessing forbids to start DataLoader workers;
     # torchrun's are not. Said otherwise here, for this task: the workers end with the loader's epoch.
     multiprocessing.current_process()._config["daemon"] = False
-    loader = loader_for(shards_cfg(Path(data_dir), batch=8, workers=2))
-    seen = {e: [b["index"] for b in loader.epoch(e)] for e in (0, 1)}
-    torch.save({"len": len(loader), "seen": seen}, Path(out_dir) / f"shards{rank}.pt")
+    out = {}
+    for pipeline in ("auto", "per_image"):
+        loader = loader_for(shards_cfg(Path(data_dir), batch=8, workers=2, pipeline=pipeline))
+        seen = {e: [b["index"] for b in loader.epoch(e)] for e in (0, 1)}
+        out[pipeline] = {"len": len(loader), "seen": seen}
+    torch.save(out, Path(out_dir) / f"shards{rank}.pt")
     dist.cleanup()
 
 
 def test_two_ranks_of_two_workers_see_every_image_exactly_once_per_epoch(shards, tmp_path):
     spawn(_shard_worker, str(shards), str(tmp_path))
-    ranks = [torch.load(tmp_path / f"shards{r}.pt", weights_only=True) for r in range(WORLD)]
-    assert ranks[0]["len"] == ranks[1]["len"] == 6
-    for e in (0, 1):
-        assert all(len(r["seen"][e]) == 6 and all(len(b) == 4 for b in r["seen"][e]) for r in ranks)
-        assert sorted(torch.cat([torch.cat(r["seen"][e]) for r in ranks]).tolist()) == list(range(48))
-    assert torch.cat(ranks[0]["seen"][0]).tolist() != torch.cat(ranks[0]["seen"][1]).tolist()
+    saved = [torch.load(tmp_path / f"shards{r}.pt", weights_only=True) for r in range(WORLD)]
+    for pipeline in ("auto", "per_image"):  # the batched pipeline (the default) and the per-image one
+        ranks = [s[pipeline] for s in saved]
+        assert ranks[0]["len"] == ranks[1]["len"] == 6
+        for e in (0, 1):
+            assert all(len(r["seen"][e]) == 6 and all(len(b) == 4 for b in r["seen"][e]) for r in ranks)
+            assert sorted(torch.cat([torch.cat(r["seen"][e]) for r in ranks]).tolist()) == list(range(48))
+        assert torch.cat(ranks[0]["seen"][0]).tolist() != torch.cat(ranks[0]["seen"][1]).tolist()
 
 
 def _rewrite(path: Path, change) -> None:
@@ -190,10 +254,8 @@ def test_config_refusals_and_a_missing_index(shards, tmp_path, capsys):
     assert "data.eval_split=\"\"" in capsys.readouterr().err
     assert main(base[:5] + ["data.dataset=shards", f"data.data_dir={tmp_path}", "data.eval_split="]) == 2
     assert "simsiam pack" in capsys.readouterr().err
-    cfg = shards_cfg(shards)
-    cfg.data.pipeline = "batched"
-    with pytest.raises(ValueError, match="shards are streamed"):
-        loader_for(cfg)
+    assert loader_for(shards_cfg(shards, pipeline="batched")).augment is not None
+    assert loader_for(shards_cfg(shards, pipeline="per_image")).describe().startswith("per-image pipeline")
 
 
 def test_without_webdataset_one_line_says_how_to_install(shards, tmp_path, monkeypatch, capsys):

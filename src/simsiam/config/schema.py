@@ -27,7 +27,7 @@ class DataConfig:
     eval_limit: int = 0  # use N held-out images, chosen the same way; 0: all
     image_size: int = 0  # crop size of a view; 0: the dataset's native size
     pipeline: str = "auto"  # "batched" (tensor ops on whole batches), "per_image" (PIL), "auto"
-    num_workers: int = -1  # DataLoader workers for the per-image pipeline; -1: chosen from the machine
+    num_workers: int = -1  # DataLoader workers (per-image pipeline, shards' decode); -1: chosen from the machine
     # How the batched pipeline computes views on CPU: "native" (a C kernel built on first use,
     # augment/native.py), "torch" (tensor ops, as on GPU), "auto" (native where a C compiler works)
     augment_kernel: str = "auto"

@@ -105,21 +105,36 @@ def slot_width(side: int) -> int:
     return side * MAX_ASPECT[0] // MAX_ASPECT[1]
 
 
-def _decode_one(job: tuple[str, int, int]) -> tuple[Optional[np.ndarray], tuple[int, int], str]:
-    """(pixels (C, side, long) landscape -- a portrait image transposed --, upright (h, w), "") or
-    (None, (0, 0), why)."""
-    path, side, channels = job
-    try:
-        img = decode_image(path, "L" if channels == 1 else "RGB", side)  # upright, shorter side at ``side``
-    except UnreadableImage as err:
-        return None, (0, 0), str(err)
+def stored_pixels(source, side: int, channels: int, name: str = "") -> tuple[np.ndarray, tuple[int, int]]:
+    """One image file (a path, or its bytes named ``name``) as the cache stores it: (pixels (C, side,
+    long) landscape -- a portrait image transposed --, upright (h, w)). The WebDataset shards' batched
+    path (``shard_stream.py``) decodes with it too, so both hold the same bytes. Raises
+    :class:`UnreadableImage`."""
+    img = decode_image(source, "L" if channels == 1 else "RGB", side, name=name)  # upright, shorter side at ``side``
     longest = slot_width(side)
     if max(img.size) > longest:
         img = TF.center_crop(img, [min(img.height, longest), min(img.width, longest)])
     pixels = np.asarray(img, dtype=np.uint8)
     pixels = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
     upright = (img.height, img.width)
-    return (pixels.transpose(0, 2, 1) if img.height > img.width else pixels), upright, ""
+    return (pixels.transpose(0, 2, 1) if img.height > img.width else pixels), upright
+
+
+def fill_slot(slot: np.ndarray, pixels: np.ndarray) -> None:
+    """``pixels`` (C, side, long) into the top-left of ``slot`` (C, side, width >= long), its last
+    column repeated to the slot's edge: a crop's bilinear edge reads it."""
+    long = pixels.shape[2]
+    slot[:, :, :long] = pixels
+    slot[:, :, long:] = pixels[:, :, -1:]
+
+
+def _decode_one(job: tuple[str, int, int]) -> tuple[Optional[np.ndarray], tuple[int, int], str]:
+    """:func:`stored_pixels` + "", or (None, (0, 0), why)."""
+    path, side, channels = job
+    try:
+        return (*stored_pixels(path, side, channels), "")
+    except UnreadableImage as err:
+        return None, (0, 0), str(err)
 
 
 def _quiet_worker() -> None:
@@ -189,9 +204,7 @@ def build(dataset: ImageFiles, side: int, images_path: Path, workers: int, progr
                     if pixels is None:
                         unreadable.append(why)
                     else:
-                        slot, long = out[len(kept)], pixels.shape[2]
-                        slot[:, :, :long] = pixels
-                        slot[:, :, long:] = pixels[:, :, -1:]  # the edge repeated: a crop's bilinear edge reads it
+                        fill_slot(out[len(kept)], pixels)
                         kept.append(i)
                         sizes.append(upright)
                     bar.update()

@@ -7,10 +7,13 @@
   no PIL: on CPU every core goes to the model, on GPU the augmentation is nearly free.
 - :class:`PerImageViewLoader`: the reference path -- PIL/torchvision transforms per image in
   DataLoader workers, as the official code runs. Needed for file folders.
-- :class:`ShardViewLoader`: the same per-image transforms over WebDataset shards streamed in
-  DataLoader workers (``shard_stream.py``): data that need no random access, nor one disk.
+- :class:`ShardViewLoader`: WebDataset shards streamed in DataLoader workers (``shard_stream.py``):
+  data that need no random access, nor one disk. By default the workers only decode, each image
+  into the decoded cache's stored form, and the main process makes the views of each uint8 batch
+  as :class:`BatchedViewLoader` does; ``data.pipeline=per_image`` runs the per-image transforms in
+  the workers instead.
 
-Both are deterministic functions of (seed, epoch, rank), and ``epoch(e, start_batch=b)`` yields
+All are deterministic functions of (seed, epoch, rank), and ``epoch(e, start_batch=b)`` yields
 exactly the batches ``b, b+1, ...`` of ``epoch(e)``: resuming from a checkpoint written at any
 step replays the batches an uninterrupted run would have seen.
 """
@@ -28,6 +31,7 @@ from ..parallel import distributed as dist
 from .errors import UnreadableImage
 from .memory import InMemoryImages
 from .sampler import EpochSampler
+from .shard_items import PerImageViews, StoredPixels, collate_slots
 from .shard_stream import ShardStream
 from .shards import ShardedImages
 
@@ -188,14 +192,19 @@ def _delivered(loader: DataLoader, device: torch.device) -> Iterator[dict]:
 
 
 class ShardViewLoader:
-    """WebDataset shards streamed through the per-image transforms. The batched pipeline needs the
-    images in one tensor (random access); shards are read in order, so they take this path."""
+    """WebDataset shards streamed by DataLoader workers, each rank and worker reading its own images
+    (``shard_stream.py``). ``pipeline="batched"``: the workers decode each image into the decoded
+    cache's stored form (shorter side at ``data.cache_side`` or the image size, whole up to 4:3)
+    and the main process makes the views of each uint8 batch with ``BatchAugment``, drawn from one
+    generator per (seed, epoch, rank) as :class:`BatchedViewLoader` draws them -- decoding in the
+    workers overlaps the step, and views cost the main process what they cost from the cache.
+    ``"per_image"``: the workers run the per-image transforms (the reference)."""
 
-    def __init__(self, dataset: ShardedImages, cfg: Config, num_views: int, device: torch.device):
-        size = cfg.data.image_size or 224
-        transform = build_view_transform(cfg.aug, size, dataset.channels, dataset.mean, dataset.std)
+    def __init__(self, dataset: ShardedImages, cfg: Config, num_views: int, device: torch.device,
+                 pipeline: str = "batched"):
         self.global_batch = cfg.optim.batch_size
         self.batch = local_batch_size(self.global_batch)
+        self.num_views = num_views
         self.seed = cfg.run.seed
         self.device = device
         self.shards = len(dataset.shard_paths)
@@ -203,10 +212,20 @@ class ShardViewLoader:
         if len(dataset) < self.global_batch:
             raise ValueError(f"the dataset has {len(dataset)} training images, fewer than one batch "
                              f"(optim.batch_size={self.global_batch}); lower the batch size")
-        self.stream = ShardStream(dataset, transform, num_views, self.batch, self.global_batch, dist.rank(),
-                                  dist.world_size())
+        self.augment = None
+        if pipeline == "batched":
+            self.side = cfg.data.cache_side or cfg.data.image_size or 224
+            self.augment = BatchAugment(cfg.aug, cfg.data.image_size or self.side, dataset.channels, dataset.mean,
+                                        dataset.std, kernel=cfg.data.augment_kernel)
+            self.augment.uses_native(device)  # data.augment_kernel=native where it cannot be built: fail now
+            prepare, collate = StoredPixels(self.side, dataset.channels), collate_slots
+        else:
+            transform = build_view_transform(cfg.aug, cfg.data.image_size or 224, dataset.channels, dataset.mean,
+                                             dataset.std)
+            prepare, collate = PerImageViews(transform, num_views, dataset.channels), _collate
+        self.stream = ShardStream(dataset, prepare, self.batch, self.global_batch, dist.rank(), dist.world_size())
         # Workers start anew each epoch (not persistent): each takes the epoch's plan with it.
-        self.loader = DataLoader(self.stream, batch_size=None, num_workers=self.workers, collate_fn=_collate,
+        self.loader = DataLoader(self.stream, batch_size=None, num_workers=self.workers, collate_fn=collate,
                                  pin_memory=device.type == "cuda",
                                  generator=torch.Generator().manual_seed(self.seed))
 
@@ -214,28 +233,51 @@ class ShardViewLoader:
         return self.stream.steps()
 
     def describe(self) -> str:
-        return f"per-image pipeline streaming {self.shards} shard(s), {self.workers} worker(s)"
+        if self.augment is None:
+            return f"per-image pipeline streaming {self.shards} shard(s), {self.workers} worker(s)"
+        return (f"batched pipeline streaming {self.shards} shard(s), decoded at {self.side}px by "
+                f"{self.workers} worker(s), {self.augment.describe(self.device)}")
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[dict]:
         self.stream.set_epoch(epoch_seed(self.seed, epoch), start_batch)
-        yield from _delivered(self.loader, self.device)
+        if self.augment is None:
+            yield from _delivered(self.loader, self.device)
+            return
+        gen = torch.Generator(device=self.device).manual_seed(epoch_seed(self.seed, epoch, 1 + dist.rank()))
+        self._pass_over(gen, start_batch)
+        for batch in self.loader:
+            images, sizes = batch.pop("images"), batch.pop("sizes")
+            unusable = images is None
+            if dist.is_enabled() and _unusable_anywhere(unusable):
+                unusable = True  # every rank leaves this step out, or the others would wait in DDP for ever
+            if unusable:
+                self._pass_over(gen, 1)  # a step left out draws as a trained one: later views stay the same
+                yield {**batch, "views": None}
+                continue
+            images = images.to(self.device, non_blocking=True)
+            sizes = sizes.to(self.device, non_blocking=True)
+            yield {**batch, "views": tuple(self.augment(images, gen, sizes) for _ in range(self.num_views))}
+
+    def _pass_over(self, gen: torch.Generator, batches: int) -> None:
+        """Advance ``gen`` past ``batches`` batches' views without making them: how many numbers a view
+        takes depends only on the batch's size (as ``BatchedViewLoader`` skips batches on resume)."""
+        sizes = torch.full((self.batch, 2), self.side, dtype=torch.int64)
+        for _ in range(batches * self.num_views):
+            self.augment.sample_params(self.batch, gen, self.device, image_sizes=sizes)
 
 
 def _unusable_anywhere(unusable_here: bool) -> bool:
     """Under torchrun: whether any rank's batch has no readable image. One all-reduce of one number
-    per step, for the per-image (files) pipeline only: the in-memory one has no unreadable images."""
+    per step, for the pipelines that read files or shards only: the in-memory one has no unreadable images."""
     flag = torch.tensor([float(unusable_here)], device=dist.collective_device())
     return bool(dist.all_reduce_sum(flag).item())
 
 
 def build_train_loader(dataset, cfg: Config, num_views: int, device: torch.device):
-    """The batched pipeline where the data fit in one tensor (the default), else per image."""
+    """The batched pipeline where the data fit in one tensor or stream from shards (the default), else per image."""
     pipeline = cfg.data.pipeline
     if isinstance(dataset, ShardedImages):
-        if pipeline == "batched":
-            raise ValueError("data.pipeline=batched needs an in-memory dataset; shards are streamed -- use "
-                             "data.pipeline=per_image (or auto)")
-        return ShardViewLoader(dataset, cfg, num_views, device)
+        return ShardViewLoader(dataset, cfg, num_views, device, "per_image" if pipeline == "per_image" else "batched")
     if pipeline == "auto":
         pipeline = "batched" if isinstance(dataset, InMemoryImages) else "per_image"
     if pipeline == "batched":

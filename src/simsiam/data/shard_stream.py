@@ -1,5 +1,5 @@
 """Which images of the shards each DDP rank and DataLoader worker reads in an epoch, and the stream
-that reads, decodes and augments them.
+that reads and decodes them (and, on the per-image pipeline, augments them: ``shard_items.py``).
 
 The epoch's stream is every shard in an order drawn from the epoch's seed, one after the other
 (``shards.json`` says how many images each holds, so positions are known before reading). Of its
@@ -13,14 +13,14 @@ exactly one (rank, worker); every rank makes the same number of steps; and a wor
 the shards under its own block (plus at most the rest of one shard it starts inside of).
 
 Within a worker the images are mixed by a seeded shuffle buffer; ``pack`` already wrote them in
-random order. Each image's views are drawn from a seed the worker's generator gives it, so a batch
-is a function of (seed, epoch, rank, worker count) alone, and a run resumed mid-epoch skips the
-batches already trained without decoding them.
+random order. Each image is handed a view seed by the worker's generator (the per-image pipeline
+draws its views from it), so a batch is a function of (seed, epoch, rank, worker count) alone, and a
+run resumed mid-epoch skips the batches already trained without decoding them.
 
 What cannot be used is not fatal: a file that does not decode, a sample without its ``.cls`` label,
 a shard that is not a tar or ends early -- each position it leaves empty becomes a one-line
 "skipped" entry naming the shard and the member, and the batch is filled as ``loaders._collate``
-does for unreadable files.
+does for unreadable files (``shard_items.collate_slots`` alike).
 """
 from __future__ import annotations
 
@@ -30,7 +30,6 @@ from typing import Iterator, Union
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from .decode import decode_image
 from .errors import UnreadableImage
 from .files import IMAGE_EXTENSIONS
 from .shards import ShardedImages, read_shard
@@ -59,16 +58,16 @@ def stream_pieces(sizes: list[int], order: list[int], start: int, stop: int) -> 
 
 
 class ShardStream(IterableDataset):
-    """Yields this rank's batches of one epoch as lists of ``(views, label, index)`` items (or, for
-    an image that cannot be used, the line saying why); ``index`` is the image's position in the
-    shards' stored order, the same every epoch. Call :meth:`set_epoch` before iterating."""
+    """Yields this rank's batches of one epoch as lists of ``(payload, label, index)`` items (or, for
+    an image that cannot be used, the line saying why); ``payload`` is ``prepare(bytes, name,
+    view_seed)`` (``shard_items.py``: the cache's stored pixels, or per-image views) and ``index`` the
+    image's position in the shards' stored order, the same every epoch. Call :meth:`set_epoch` before
+    iterating."""
 
-    def __init__(self, data: ShardedImages, transform, num_views: int, local_batch: int, global_batch: int,
-                 rank: int, world: int):
-        self.data, self.transform, self.num_views = data, transform, num_views
+    def __init__(self, data: ShardedImages, prepare, local_batch: int, global_batch: int, rank: int, world: int):
+        self.data, self.prepare = data, prepare
         self.local_batch, self.global_batch, self.rank, self.world = local_batch, global_batch, rank, world
         self.epoch_key, self.start_batch = None, 0
-        self.mode = "L" if data.channels == 1 else "RGB"
         self.offsets = [sum(data.shard_sizes[:s]) for s in range(len(data.shard_sizes))]
 
     def set_epoch(self, epoch_key: int, start_batch: int = 0) -> None:
@@ -150,10 +149,6 @@ class ShardStream(IterableDataset):
         except (KeyError, ValueError):
             return f"{member} has no .cls label (an integer class index); pack the folder again with simsiam pack"
         try:
-            img = decode_image(sample[kind], self.mode, name=f"{member}.{kind}")
+            return self.prepare(sample[kind], f"{member}.{kind}", view_seed), label, index
         except UnreadableImage as err:
             return str(err)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(view_seed)
-            views = tuple(self.transform(img) for _ in range(self.num_views))
-        return views, label, index

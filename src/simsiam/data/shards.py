@@ -123,8 +123,8 @@ def pack(folder: str, out: str, per_shard: int = IMAGES_PER_SHARD, progress: boo
 
 class ShardedImages:
     """Training images streamed from shards: what a run needs to know before reading them (how many,
-    which classes, channels and normalisation), not the images. No random access: the per-image
-    streaming loader (``loaders.ShardViewLoader``) is the one path that reads it."""
+    which classes, channels and normalisation), not the images. No random access: the streaming
+    loader (``loaders.ShardViewLoader``) is the one path that reads it."""
 
     subset_of: Optional[dict] = None
     image_size = 0  # variable: each file has its own size
