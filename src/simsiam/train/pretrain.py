@@ -24,7 +24,7 @@ from ..artifacts import checkpoint as ckpt_io
 from ..artifacts.report import git_commit, write_outputs
 from ..artifacts.run_lock import DirectoryBusy, DirectoryLock
 from ..artifacts.runlog import RunLog, read_metrics
-from ..config import Config
+from ..config import Config, from_dict
 from ..data import load_dataset
 from ..data.cache import decoded_if_configured
 from ..data.loaders import build_train_loader, local_batch_size
@@ -41,6 +41,7 @@ from ..seeding import seed_everything
 from . import speed
 from .allocator import keep_freed_memory
 from .budget import settle_budget
+from .compile_pays import StepSignature, choose, device_kind
 from .finite_guard import APPLIED, STOP, SWITCH_TO_FP32, stop_message, switch_line
 from .loop import EpochTotals, run_epoch
 from .pictures import log_augmented_views, log_embedding_projector
@@ -162,8 +163,11 @@ def _set_up(cfg: Config, resume: bool, stop: StopRequest, backbone: Optional[nn.
     method = build_method(cfg, train_set.channels, backbone).to(device)
     optimizer = build_optimizer(method.param_groups(), cfg.optim)
     loader = build_train_loader(train_set, cfg, method.num_views, device)
+    compile_line = _settle_compile(cfg, saved, device, train_set, len(loader))
+    if dist.is_main():
+        _write_config(run_dir, cfg)  # again: run.compile as settled, which needed the loader's length
     train_step = TrainStep(method, optimizer, LrSchedule.from_config(cfg, len(loader)), cfg, device, log.warn,
-                           amp_requested=amp_requested)
+                           amp_requested=amp_requested, info=log.info)
     knn = None
     if eval_set is not None:
         knn = KnnMonitor(train_set, eval_set, k=cfg.monitor.knn_k, t=cfg.monitor.knn_t, device=device,
@@ -176,6 +180,7 @@ def _set_up(cfg: Config, resume: bool, stop: StopRequest, backbone: Optional[nn.
                threads=ThreadTuner(thread_counts, log.info) if thread_counts else None)
     if saved is not None:
         _restore(run, saved)
+        log.info(compile_line)
         return run
     log_augmented_views(log, loader, train_set, epoch=0)
     if dist.is_main():
@@ -183,7 +188,24 @@ def _set_up(cfg: Config, resume: bool, stop: StopRequest, backbone: Optional[nn.
                  f"{describe(train_set)}, batch {cfg.optim.batch_size}, lr {train_step.schedule.peak_lr:.4g}, "
                  f"{cfg.optim.epochs} epochs x {len(loader)} steps, device {device}, "
                  f"{loader.describe()}, {dist.world_size()} process(es), precision {precision}, {threads_words}")
+        log.info(compile_line)
     return run
+
+
+def _settle_compile(cfg: Config, saved: Optional[dict], device: torch.device, train_set, steps_per_epoch: int) -> str:
+    """``cfg.run.compile`` settled to "true" or "false" (``compile_pays.choose``), and the run's line
+    saying which and why. The config keeps the choice, so that a resume keeps it too (as ``run.amp``);
+    a checkpoint's bool of older versions reads as the same word."""
+    requested, kept = cfg.run.compile, False
+    if saved is not None and requested == "auto":
+        stored = from_dict(saved["config"]).run.compile
+        requested, kept = stored, stored != "auto"
+    model = StepSignature.of(cfg, cfg.model.in_channels or train_set.channels,
+                             cfg.data.image_size or train_set.image_size, local_batch_size(cfg.optim.batch_size))
+    precision = "bf16" if cfg.run.amp == "bf16" else "fp32"
+    choice = choose(requested, device_kind(device), precision, model, cfg.optim.epochs * steps_per_epoch, kept)
+    cfg.run.compile = "true" if choice.on else "false"
+    return choice.line
 
 
 def _backbone_words(cfg: Config, method: Method) -> str:
@@ -216,14 +238,18 @@ def _prepare_run_dir(cfg: Config, resume: bool, held: contextlib.ExitStack) -> P
             if stale:
                 print(f"removed {len(stale)} temporary file(s) left by an interrupted checkpoint write in {run_dir}",
                       file=sys.stderr)
-            with open(run_dir / "config.json", "w") as fh:
-                json.dump(cfg.to_dict(), fh, indent=2)
+            _write_config(run_dir, cfg)
     # Rank 0 alone looks at the directory; every rank raises its verdict, so no rank is left
     # waiting in a collective for one that has exited.
     problem = dist.broadcast_object(problem)
     if problem:
         raise FileExistsError(problem)
     return run_dir
+
+
+def _write_config(run_dir: Path, cfg: Config) -> None:
+    with open(run_dir / "config.json", "w") as fh:
+        json.dump(cfg.to_dict(), fh, indent=2)
 
 
 def _choose_images(cfg: Config):
