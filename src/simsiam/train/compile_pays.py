@@ -109,11 +109,13 @@ FORCE_ON, TURN_OFF = "run.compile=true forces it", "run.compile=false turns it o
 
 
 def decide(kind: str, precision: str, model: StepSignature, planned_steps: int,
-           measured: Sequence[Measurement] = MEASURED) -> Choice:
+           measured: Optional[Sequence[Measurement]] = None) -> Choice:
     """``run.compile=auto``: on when a measurement of this model on this device kind and precision
-    saves, over ``planned_steps``, more than its compile time."""
+    (from ``measured``, by default :data:`MEASURED`) saves, over ``planned_steps``, more than its
+    compile time."""
     where = f"in {precision} on {KIND_WORDS.get(kind, kind)}"
-    found: Optional[Measurement] = next((m for m in measured if (m.device_kind, m.precision, m.model)
+    table = MEASURED if measured is None else measured
+    found: Optional[Measurement] = next((m for m in table if (m.device_kind, m.precision, m.model)
                                          == (kind, precision, model)), None)
     if found is None:
         return Choice(False, f"compile: off (not measured for this model {where}; {FORCE_ON})")

@@ -150,12 +150,19 @@ def persistent_compile_cache() -> str:
     """Where inductor keeps its FX-graph and AOTAutograd caches, made to outlive the machine's /tmp.
 
     Both caches are on by default in torch, keyed by the graph, torch's version and the compile
-    settings, but they live under ``/tmp/torchinductor_<user>`` unless ``TORCHINDUCTOR_CACHE_DIR``
-    says otherwise; /tmp is cleared at reboot on many systems, and a later run would pay the whole
-    compile again. A directory the user set is kept; else the package's cache home is used
-    (``$SIMSIAM_CACHE_DIR``, else ``~/.cache/simsiam``, see ``paths.py``).
+    settings, and both look up ``TORCHINDUCTOR_CACHE_DIR`` at every use. Unset, it is
+    ``/tmp/torchinductor_<user>``, which many systems clear at reboot -- and importing
+    ``torch._dynamo`` already writes that default into the environment, so "unset" is read as
+    "unset, or torch's own default". A directory the user chose is kept; else the package's cache
+    home is used (``$SIMSIAM_CACHE_DIR``, else ``~/.cache/simsiam``, see ``paths.py``).
     """
-    if not os.environ.get("TORCHINDUCTOR_CACHE_DIR"):
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+        torch_default = os.path.abspath(default_cache_dir())
+    except ImportError:  # pragma: no cover -- private module moved: only an unset variable is replaced
+        torch_default = None
+    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR", "")
+    if not chosen or os.path.abspath(chosen) == torch_default:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_root() / "torch-inductor")
     return os.environ["TORCHINDUCTOR_CACHE_DIR"]
 
