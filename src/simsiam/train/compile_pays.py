@@ -18,6 +18,8 @@ from typing import Optional, Sequence
 import torch
 
 from ..config import Config
+from ..parallel import distributed as dist
+from .speed import amp_dtype
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,21 @@ def decide(kind: str, precision: str, model: StepSignature, planned_steps: int,
                              f"the {found.compile_s:.0f} s it takes to compile; {FORCE_ON})")
     return Choice(True, f"compile: on ({fact}: {planned_steps:,} steps save about {saved_s:.0f} s for "
                         f"{found.compile_s:.0f} s of compiling; {TURN_OFF})")
+
+
+def settle(cfg: Config, device: torch.device, channels: int, image_size: int, steps_per_epoch: int,
+           stored: Optional[str] = None) -> Choice:
+    """Set ``cfg.run.compile`` to "true" or "false" for a run of ``cfg.optim.epochs`` epochs of
+    ``steps_per_epoch`` steps, and say which and why. ``stored``: the value a resumed run recorded
+    (a resume with "auto" keeps it, as it keeps ``run.amp``'s choice)."""
+    requested, kept = cfg.run.compile, False
+    if requested == "auto" and stored not in (None, "auto"):
+        requested, kept = stored, True
+    model = StepSignature.of(cfg, channels, image_size, cfg.optim.batch_size // dist.world_size())
+    precision = "bf16" if amp_dtype(cfg.run.amp, device) is torch.bfloat16 else "fp32"
+    choice = choose(requested, device_kind(device), precision, model, cfg.optim.epochs * steps_per_epoch, kept)
+    cfg.run.compile = "true" if choice.on else "false"
+    return choice
 
 
 def choose(requested: str, kind: str, precision: str, model: StepSignature, planned_steps: int,

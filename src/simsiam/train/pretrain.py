@@ -41,7 +41,7 @@ from ..seeding import seed_everything
 from . import speed
 from .allocator import keep_freed_memory
 from .budget import settle_budget
-from .compile_pays import StepSignature, choose, device_kind
+from .compile_pays import settle as settle_compile
 from .finite_guard import APPLIED, STOP, SWITCH_TO_FP32, stop_message, switch_line
 from .loop import EpochTotals, run_epoch
 from .pictures import log_augmented_views, log_embedding_projector
@@ -163,7 +163,9 @@ def _set_up(cfg: Config, resume: bool, stop: StopRequest, backbone: Optional[nn.
     method = build_method(cfg, train_set.channels, backbone).to(device)
     optimizer = build_optimizer(method.param_groups(), cfg.optim)
     loader = build_train_loader(train_set, cfg, method.num_views, device)
-    compile_line = _settle_compile(cfg, saved, device, train_set, len(loader))
+    stored_compile = from_dict(saved["config"]).run.compile if saved is not None else None  # an old bool: its word
+    compile_line = settle_compile(cfg, device, cfg.model.in_channels or train_set.channels,
+                                  cfg.data.image_size or train_set.image_size, len(loader), stored_compile).line
     if dist.is_main():
         _write_config(run_dir, cfg)  # again: run.compile as settled, which needed the loader's length
     train_step = TrainStep(method, optimizer, LrSchedule.from_config(cfg, len(loader)), cfg, device, log.warn,
@@ -190,22 +192,6 @@ def _set_up(cfg: Config, resume: bool, stop: StopRequest, backbone: Optional[nn.
                  f"{loader.describe()}, {dist.world_size()} process(es), precision {precision}, {threads_words}")
         log.info(compile_line)
     return run
-
-
-def _settle_compile(cfg: Config, saved: Optional[dict], device: torch.device, train_set, steps_per_epoch: int) -> str:
-    """``cfg.run.compile`` settled to "true" or "false" (``compile_pays.choose``), and the run's line
-    saying which and why. The config keeps the choice, so that a resume keeps it too (as ``run.amp``);
-    a checkpoint's bool of older versions reads as the same word."""
-    requested, kept = cfg.run.compile, False
-    if saved is not None and requested == "auto":
-        stored = from_dict(saved["config"]).run.compile
-        requested, kept = stored, stored != "auto"
-    model = StepSignature.of(cfg, cfg.model.in_channels or train_set.channels,
-                             cfg.data.image_size or train_set.image_size, local_batch_size(cfg.optim.batch_size))
-    precision = "bf16" if cfg.run.amp == "bf16" else "fp32"
-    choice = choose(requested, device_kind(device), precision, model, cfg.optim.epochs * steps_per_epoch, kept)
-    cfg.run.compile = "true" if choice.on else "false"
-    return choice.line
 
 
 def _backbone_words(cfg: Config, method: Method) -> str:
@@ -248,8 +234,7 @@ def _prepare_run_dir(cfg: Config, resume: bool, held: contextlib.ExitStack) -> P
 
 
 def _write_config(run_dir: Path, cfg: Config) -> None:
-    with open(run_dir / "config.json", "w") as fh:
-        json.dump(cfg.to_dict(), fh, indent=2)
+    ckpt_io.write_atomic(run_dir / "config.json", lambda fh: fh.write(json.dumps(cfg.to_dict(), indent=2).encode()))
 
 
 def _choose_images(cfg: Config):
@@ -381,8 +366,7 @@ def _not_applied(run: _Run, step: int, verdict: str) -> None:
         run.log.write({"kind": "precision", "step": step, "amp": "off",
                        "reason": "non-finite gradients under bf16 (run.amp=auto)"})
         if dist.is_main():
-            ckpt_io.write_atomic(run.run_dir / "config.json",
-                                 lambda fh: fh.write(json.dumps(run.cfg.to_dict(), indent=2).encode()))
+            _write_config(run.run_dir, run.cfg)
     elif verdict == STOP:
         guard = run.train_step.nonfinite
         run.log.write({"kind": "diverged", "step": step, "reason": "non-finite gradients", "amp": run.cfg.run.amp})
