@@ -138,7 +138,7 @@ def settle(cfg: Config, device: torch.device, channels: int, image_size: int, st
     ``steps_per_epoch`` steps, and say which and why. ``stored``: the value a resumed run recorded
     (a resume with "auto" keeps it, as it keeps ``run.amp``'s choice)."""
     requested, kept = cfg.run.compile, False
-    if requested == "auto" and stored not in (None, "auto"):
+    if stored not in (None, "auto") and requested in ("auto", stored):  # the CLI's --resume passes the run's own
         requested, kept = stored, True
     model = StepSignature.of(cfg, channels, image_size, cfg.optim.batch_size // dist.world_size())
     precision = "bf16" if amp_dtype(cfg.run.amp, device) is torch.bfloat16 else "fp32"
@@ -151,8 +151,8 @@ def choose(requested: str, kind: str, precision: str, model: StepSignature, plan
            kept: bool = False) -> Choice:
     """``run.compile`` as the run will use it: "true" and "false" as they say, "auto" by :func:`decide`.
 
-    ``kept``: ``requested`` is what a resumed run recorded when it started (its choice stands, so
-    that a run is not compiled for half its steps because it was resumed)."""
+    ``kept``: ``requested`` is what a resumed run recorded when it started, kept as ``run.amp``'s
+    choice is (a bool of an older checkpoint means what it meant); the line says so."""
     said = "the run's own run.compile={} (kept on resume)" if kept else "run.compile={}"
     if requested == "true":
         return Choice(True, f"compile: on ({said.format('true')}; {TURN_OFF})")

@@ -109,6 +109,9 @@ class CompiledWithFallback:
     running statistics, updated once more. Later calls are not guarded: a recompilation failure
     then is a bug to report, not something to hide.
 
+    The first call is timed (``compile_seconds``) and, given ``info``, said in one line: the compile
+    time a user waits for before training starts, and what a cached later run no longer pays.
+
     Not an ``nn.Module``: it owns no parameters; ``module`` stays what is saved and optimised.
     """
 
