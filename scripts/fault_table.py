@@ -818,7 +818,9 @@ def _compile_cases(t: Table, work: Path) -> None:
           "run.compile=sometimes")
 
     def no_cxx() -> None:  # inductor finds no C++ compiler; a fresh cache, so that nothing cached spares it one
-        os.environ["CXX"] = "/nonexistent/g++"
+        import torch._inductor.config as inductor_config  # read $CXX when imported, in this script already
+
+        inductor_config.cpp.cxx = (None, "/nonexistent/g++")
         os.environ["SIMSIAM_CACHE_DIR"] = str(work / "compile_cache")
         os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
 
