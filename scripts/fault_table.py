@@ -315,6 +315,7 @@ def run_cases(work: Path) -> list[Row]:
     _shard_cases(t, work)  # issue 26: WebDataset shards
     _whole_photo_cases(t, work)  # issue 26 item 3: the cache of whole photos
     _shard_batch_cases(t, work)  # issue 26 item 5: shards on the batched pipeline (needs _shard_cases' folders)
+    _compile_cases(t, work)  # issue 29 item 3: run.compile=auto
     return t.rows
 
 
@@ -825,6 +826,40 @@ def _shard_batch_cases(t: Table, work: Path) -> None:
         shard.write_text("this is not a tar file\n")
     t.cli("shards of which no image can be read (every shard not a tar)", "pretrain", *shard_tiny, "--data-dir",
           str(unreadable), "--out-dir", str(work / "unreadable_shards_run"))
+
+
+def _compile_cases(t: Table, work: Path) -> None:
+    """run.compile=auto, true and false (issue 29): a block of its own, last."""
+    import torch
+
+    compiled_out = work / "compile_new"
+    t.cli("run.compile with a word it does not take", "pretrain", *TINY, "--out-dir", str(compiled_out),
+          "run.compile=sometimes")
+
+    def no_cxx() -> None:  # inductor finds no C++ compiler; a fresh cache, so that nothing cached spares it one
+        import torch._inductor.config as inductor_config  # read $CXX when imported, in this script already
+
+        inductor_config.cpp.cxx = (None, "/nonexistent/g++")
+        os.environ["SIMSIAM_CACHE_DIR"] = str(work / "compile_cache")
+        os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+
+    argv = ["pretrain", *TINY, "--epochs", "1", "--out-dir", str(work / "compile_no_cxx"), "run.compile=true"]
+    proc = simsiam(*argv, preexec=no_cxx)
+    warned = [line for line in proc.stderr.splitlines() if "torch.compile failed" in line]  # torch logs after it
+    t.add(Row("run.compile=true where inductor cannot build its C++ (no compiler): trains eagerly",
+              short(argv, t.work), proc.returncode, warned[-1] if warned else last_line(proc),
+              _grep(work / "compile_no_cxx" / "metrics.jsonl", '"kind": "epoch"')))
+    old = work / "compile_old_bool"
+    proc = simsiam("pretrain", *TINY, "--epochs", "1", "--out-dir", str(old))
+    if proc.returncode == 0:  # its checkpoint rewritten as versions before run.compile=auto wrote it
+        saved = torch.load(old / "checkpoint.pt", map_location="cpu", weights_only=True)
+        saved["config"]["run"]["compile"] = False
+        torch.save(saved, old / "checkpoint.pt")
+    argv = ["pretrain", "--resume", str(old), "--epochs", "2"]
+    proc = simsiam(*argv)
+    said = [line for line in proc.stdout.splitlines() if line.startswith("compile:")]
+    t.add(Row("resume of a run whose checkpoint holds run.compile as a bool (false), run.compile left at auto",
+              short(argv, t.work), proc.returncode, last_line(proc), " / ".join(said) or "no compile line"))
 
 
 def write_table(rows: list[Row], out: Path, commit: str) -> None:

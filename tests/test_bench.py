@@ -55,6 +55,9 @@ def test_bench_on_digits_prints_a_table_and_writes_json(tmp_path, capsys):
         assert r["ours"]["augment_kernel"] == "torch" and kernels is None and "(augmentation: torch ops)" in out
     assert r["reference"]["workers"] == 1 and r["reference"]["amp"] == "fp32"
     assert r["ours"]["channels_last"] is True and r["ours"]["compile"] == "off"
+    # run.compile=auto's choice, as pretrain would settle it (digits is measured nowhere: off), said once
+    assert r["ours"]["compile_choice"].startswith("compile: off (not measured for this model")
+    assert out.count(r["ours"]["compile_choice"]) == 1 and r["config"]["run"]["compile"] == "false"
     assert _positive(r["flops_per_image"]) and _positive(r["matmul_peak_flops"])
     assert r["matmul_size"] == 256 and set(r["peak_probes"]) == {"matmul_fp32", "conv_fp32"}
     assert r["matmul_peak_flops"] == r["peak_probes"]["matmul_fp32"]

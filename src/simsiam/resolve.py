@@ -46,6 +46,8 @@ def resolve(cfg: Config) -> Config:
     """Fill derived values in place (augmentation from its recipe, predictor width d/4, each method's
     own defaults) and validate; returns ``cfg``."""
     check_registered(cfg)
+    if isinstance(cfg.run.compile, bool):  # set through the Python API as older versions had it
+        cfg.run.compile = "true" if cfg.run.compile else "false"
     validate(cfg)
     recipe = RECIPES[cfg.aug.recipe]
     for f in dataclasses.fields(AugConfig):

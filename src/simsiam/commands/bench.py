@@ -96,6 +96,7 @@ def format_table(r: dict) -> str:
         f"this package: {ours['pipeline']} pipeline{workers}, {'channels_last' if ours['channels_last'] else 'NCHW'}, "
         f"{ours['amp']}, compile {ours['compile']}",
         f"reference:    per_image pipeline, {ref['workers']} workers, NCHW, fp32, eager",
+        *([f"this package, {ours['compile_choice']}"] if ours.get("compile_choice") else []),
         "",
         f"{'images/s':<22}{'this package':>14}{'reference':>14}{'ratio':>9}",
     ]

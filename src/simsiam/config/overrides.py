@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import yaml
 
-from .schema import Config, ConfigError
+from .schema import CHOICES, Config, ConfigError
 
 
 def _field_types(cls) -> dict[str, Any]:
@@ -73,10 +73,17 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             return ""
         if isinstance(value, (dict, list)):
             raise ConfigError(f"{key}: expected a string, got {value!r}")
-        if isinstance(value, bool):  # YAML 1.1 reads off/on/no/yes as booleans: run.amp=off means "off"
-            return "on" if value else "off"
+        if isinstance(value, bool):  # YAML 1.1 reads off/on/no/yes/true/false as booleans
+            return _bool_word(key, value)
         return str(value)
     raise ConfigError(f"{key}: unsupported field type {tp}")
+
+
+def _bool_word(key: str, value: bool) -> str:
+    """A boolean given to a string field, in the words of the key's vocabulary: "true"/"false" where it
+    has them (run.compile, a bool in older configs and checkpoints), else "on"/"off" (run.amp=off)."""
+    words = ("true", "false") if "true" in CHOICES.get(key, ()) else ("on", "off")
+    return words[0] if value else words[1]
 
 
 def set_value(cfg: Config, key: str, value: Any) -> None:

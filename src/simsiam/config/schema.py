@@ -146,7 +146,10 @@ class RunConfig:
     deterministic: bool = False  # torch.use_deterministic_algorithms (slower; exact resume tests)
     channels_last: bool = False
     amp: str = "auto"  # "auto" (bf16 on CUDA, off on CPU), "bf16", "off"
-    compile: bool = False  # torch.compile the model (falls back with a message)
+    # torch.compile of the whole step (eager, with a line, where compiling fails): "true", "false", or
+    # "auto": on where train/compile_pays.py holds a measurement that it pays for this model on this
+    # device kind and precision over the run's steps. A bool in older configs means "true"/"false".
+    compile: str = "auto"
     # Intra-op threads of a CPU step: 0 (auto) times the steps at 1, 2, 4, ... usable cores and keeps
     # the fastest, again when the step time jumps (train/threads.py); N fixes N.
     threads: int = 0
@@ -193,6 +196,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "loss.similarity": ("cosine", "cross_entropy"),
     "loss.symmetry": ("symmetric", "asymmetric", "asymmetric2x"),
     "run.amp": ("auto", "bf16", "off"),
+    "run.compile": ("auto", "true", "false"),
     "optim.optimizer": ("sgd", "lars"),
 }
 

@@ -50,6 +50,7 @@ from ..parallel import distributed as dist
 from ..resolve import resolve
 from ..train.allocator import allocator_state
 from ..train.budget import settle_budget
+from ..train.compile_pays import settle as settle_compile
 from ..train.finite_guard import gradients_finite
 from ..train.loop import epoch_batches
 from ..train.resources import peak_memory, reset_peak_memory
@@ -314,7 +315,7 @@ def reference_config(cfg: Config) -> Config:
     """The reference implementation of ``cfg``'s run: per-image pipeline, eager fp32, NCHW."""
     ref = copy.deepcopy(cfg)
     ref.data.pipeline = "per_image"
-    ref.run.channels_last, ref.run.amp, ref.run.compile = False, "off", False
+    ref.run.channels_last, ref.run.amp, ref.run.compile = False, "off", "false"
     return ref
 
 
@@ -338,6 +339,8 @@ def run_bench(cfg: Config, opts: BenchOptions, warn: Callable[[str], None] = pri
     size = cfg.data.image_size or train_set.image_size
     ours_loader = build_train_loader(train_set, cfg, 2, device)
     ref_loader = PerImageViewLoader(ref_set, ref_cfg, 2, device)
+    # run.compile=auto as pretrain settles it, for the run these images and the config's epochs make
+    compile_choice = settle_compile(cfg, device, cfg.model.in_channels or channels, size, len(ours_loader))
     ours, ref = (Trainer(c, channels, device, warn, len(ours_loader)) for c in (cfg, ref_cfg))
     if ours.method.num_views != 2:
         raise ValueError(f"bench measures two-view methods; {cfg.method} with loss.symmetry={cfg.loss.symmetry} "
@@ -403,7 +406,7 @@ def run_bench(cfg: Config, opts: BenchOptions, warn: Callable[[str], None] = pri
                        else load_moved(load_before, load_after)),
         "ours": {"pipeline": ours_pipeline, "workers": ours_workers, "augment_kernel": ours_kernel,
                  "channels_last": cfg.run.channels_last,
-                 "amp": dtype_name(ours_dtype), "compile": ours.compile_state},
+                 "amp": dtype_name(ours_dtype), "compile": ours.compile_state, "compile_choice": compile_choice.line},
         "reference": {"pipeline": "per_image", "workers": ref_workers, "channels_last": False, "amp": "fp32",
                       "compile": "off"},
         "images_per_s": {name: _pair(pair) for name, pair in

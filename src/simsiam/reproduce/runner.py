@@ -86,7 +86,9 @@ def _identity(cfg: Config) -> dict:
     """What makes two runs the same run: the whole resolved config (seed and epochs included) except
     where it is written and how its progress is shown."""
     d = resolve(copy.deepcopy(cfg)).to_dict()
-    for key in ("out_dir", "quiet", "log_every"):
+    # run.compile too: compiling fuses the same ops (rounding only, tests/test_compiled_equals_eager.py), and
+    # a finished run records what run.compile=auto settled to for its own length.
+    for key in ("out_dir", "quiet", "log_every", "compile"):
         d["run"].pop(key, None)
     # A finished run records what run.amp=auto chose on this machine: compare like with like.
     device = torch.device("cuda" if str(d["run"]["device"]).startswith("cuda")

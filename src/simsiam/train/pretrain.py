@@ -24,7 +24,7 @@ from ..artifacts import checkpoint as ckpt_io
 from ..artifacts.report import git_commit, write_outputs
 from ..artifacts.run_lock import DirectoryBusy, DirectoryLock
 from ..artifacts.runlog import RunLog, read_metrics
-from ..config import Config
+from ..config import Config, from_dict
 from ..data import load_dataset
 from ..data.cache import decoded_if_configured
 from ..data.loaders import build_train_loader, local_batch_size
@@ -41,6 +41,7 @@ from ..seeding import seed_everything
 from . import speed
 from .allocator import keep_freed_memory
 from .budget import settle_budget
+from .compile_pays import settle as settle_compile
 from .finite_guard import APPLIED, STOP, SWITCH_TO_FP32, stop_message, switch_line
 from .loop import EpochTotals, run_epoch
 from .pictures import log_augmented_views, log_embedding_projector
@@ -162,8 +163,13 @@ def _set_up(cfg: Config, resume: bool, stop: StopRequest, backbone: Optional[nn.
     method = build_method(cfg, train_set.channels, backbone).to(device)
     optimizer = build_optimizer(method.param_groups(), cfg.optim)
     loader = build_train_loader(train_set, cfg, method.num_views, device)
+    stored_compile = from_dict(saved["config"]).run.compile if saved is not None else None  # an old bool: its word
+    compile_line = settle_compile(cfg, device, cfg.model.in_channels or train_set.channels,
+                                  cfg.data.image_size or train_set.image_size, len(loader), stored_compile).line
+    if dist.is_main():
+        _write_config(run_dir, cfg)  # again: run.compile as settled, which needed the loader's length
     train_step = TrainStep(method, optimizer, LrSchedule.from_config(cfg, len(loader)), cfg, device, log.warn,
-                           amp_requested=amp_requested)
+                           amp_requested=amp_requested, info=log.info)
     knn = None
     if eval_set is not None:
         knn = KnnMonitor(train_set, eval_set, k=cfg.monitor.knn_k, t=cfg.monitor.knn_t, device=device,
@@ -176,6 +182,7 @@ def _set_up(cfg: Config, resume: bool, stop: StopRequest, backbone: Optional[nn.
                threads=ThreadTuner(thread_counts, log.info) if thread_counts else None)
     if saved is not None:
         _restore(run, saved)
+        log.info(compile_line)
         return run
     log_augmented_views(log, loader, train_set, epoch=0)
     if dist.is_main():
@@ -183,6 +190,7 @@ def _set_up(cfg: Config, resume: bool, stop: StopRequest, backbone: Optional[nn.
                  f"{describe(train_set)}, batch {cfg.optim.batch_size}, lr {train_step.schedule.peak_lr:.4g}, "
                  f"{cfg.optim.epochs} epochs x {len(loader)} steps, device {device}, "
                  f"{loader.describe()}, {dist.world_size()} process(es), precision {precision}, {threads_words}")
+        log.info(compile_line)
     return run
 
 
@@ -216,14 +224,17 @@ def _prepare_run_dir(cfg: Config, resume: bool, held: contextlib.ExitStack) -> P
             if stale:
                 print(f"removed {len(stale)} temporary file(s) left by an interrupted checkpoint write in {run_dir}",
                       file=sys.stderr)
-            with open(run_dir / "config.json", "w") as fh:
-                json.dump(cfg.to_dict(), fh, indent=2)
+            _write_config(run_dir, cfg)
     # Rank 0 alone looks at the directory; every rank raises its verdict, so no rank is left
     # waiting in a collective for one that has exited.
     problem = dist.broadcast_object(problem)
     if problem:
         raise FileExistsError(problem)
     return run_dir
+
+
+def _write_config(run_dir: Path, cfg: Config) -> None:
+    ckpt_io.write_atomic(run_dir / "config.json", lambda fh: fh.write(json.dumps(cfg.to_dict(), indent=2).encode()))
 
 
 def _choose_images(cfg: Config):
@@ -355,8 +366,7 @@ def _not_applied(run: _Run, step: int, verdict: str) -> None:
         run.log.write({"kind": "precision", "step": step, "amp": "off",
                        "reason": "non-finite gradients under bf16 (run.amp=auto)"})
         if dist.is_main():
-            ckpt_io.write_atomic(run.run_dir / "config.json",
-                                 lambda fh: fh.write(json.dumps(run.cfg.to_dict(), indent=2).encode()))
+            _write_config(run.run_dir, run.cfg)
     elif verdict == STOP:
         guard = run.train_step.nonfinite
         run.log.write({"kind": "diverged", "step": step, "reason": "non-finite gradients", "amp": run.cfg.run.amp})

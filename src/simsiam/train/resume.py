@@ -24,7 +24,9 @@ CHANGEABLE_ON_RESUME = ("optim.epochs", "run.out_dir", "run.quiet", "run.device"
                         "data.augment_kernel",
                         # precision changes rounding only, and fp32 is the way out of a bf16 fault
                         # (train/finite_guard.py)
-                        "run.amp")
+                        "run.amp",
+                        # compiling fuses the same ops (rounding only); "auto" keeps the run's own choice
+                        "run.compile")
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

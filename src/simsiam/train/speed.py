@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from typing import Callable, Optional, Sequence
 
 import torch
+
+from ..paths import cache_root
 
 
 def cpu_bf16_is_native() -> bool:
@@ -106,14 +109,20 @@ class CompiledWithFallback:
     running statistics, updated once more. Later calls are not guarded: a recompilation failure
     then is a bug to report, not something to hide.
 
+    The first call is timed (``compile_seconds``) and, given ``info``, said in one line: the compile
+    time a user waits for before training starts, and what a cached later run no longer pays.
+
     Not an ``nn.Module``: it owns no parameters; ``module`` stays what is saved and optimised.
     """
 
-    def __init__(self, module: Callable, warn: Callable[[str], None], backend: str | Callable = "inductor"):
+    def __init__(self, module: Callable, warn: Callable[[str], None], backend: str | Callable = "inductor",
+                 info: Optional[Callable[[str], None]] = None):
+        self.cache_dir = persistent_compile_cache()
         self.module = module
         self.compiled: Optional[Callable] = torch.compile(module, backend=backend)
-        self.warn = warn
+        self.warn, self.info = warn, info
         self.checked = False
+        self.compile_seconds: Optional[float] = None  # the first call's, compiling included
 
     @property
     def is_compiled(self) -> bool:
@@ -124,14 +133,41 @@ class CompiledWithFallback:
             run = self.compiled if self.compiled is not None else self.module
             return run(*args, **kwargs)
         self.checked = True
+        start = time.perf_counter()
         try:
             with _lower_backward_now():
-                return self.compiled(*args, **kwargs)
+                out = self.compiled(*args, **kwargs)
         except Exception as err:  # noqa: BLE001 -- any failure of the compiler means: run eagerly
             self.compiled = None
             self.warn(f"torch.compile failed ({_reason(err)}); continuing without it (eager mode, same results, "
                       "slower). Set run.compile=false to skip the attempt.")
             return self.module(*args, **kwargs)
+        self.compile_seconds = time.perf_counter() - start
+        if self.info is not None:
+            self.info(f"compile: the first step compiled in {self.compile_seconds:.1f} s (forward and backward; "
+                      f"inductor's caches in {self.cache_dir}, reused by later runs of this model)")
+        return out
+
+
+def persistent_compile_cache() -> str:
+    """Where inductor keeps its FX-graph and AOTAutograd caches, made to outlive the machine's /tmp.
+
+    Both caches are on by default in torch, keyed by the graph, torch's version and the compile
+    settings, and both look up ``TORCHINDUCTOR_CACHE_DIR`` at every use. Unset, it is
+    ``/tmp/torchinductor_<user>``, which many systems clear at reboot -- and importing
+    ``torch._dynamo`` already writes that default into the environment, so "unset" is read as
+    "unset, or torch's own default". A directory the user chose is kept; else the package's cache
+    home is used (``$SIMSIAM_CACHE_DIR``, else ``~/.cache/simsiam``, see ``paths.py``).
+    """
+    try:
+        from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+        torch_default = os.path.abspath(default_cache_dir())
+    except ImportError:  # pragma: no cover -- private module moved: only an unset variable is replaced
+        torch_default = None
+    chosen = os.environ.get("TORCHINDUCTOR_CACHE_DIR", "")
+    if not chosen or os.path.abspath(chosen) == torch_default:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache_root() / "torch-inductor")
+    return os.environ["TORCHINDUCTOR_CACHE_DIR"]
 
 
 def _reason(err: BaseException) -> str:
@@ -158,7 +194,8 @@ def _lower_backward_now():
     return aot_config.patch(force_non_lazy_backward_lowering=True)
 
 
-def compile_with_fallback(module: Callable, warn: Callable[[str], None],
-                          backend: str | Callable = "inductor") -> CompiledWithFallback:
-    """See :class:`CompiledWithFallback`; ``backend`` is torch.compile's (tests pass a failing one)."""
-    return CompiledWithFallback(module, warn, backend)
+def compile_with_fallback(module: Callable, warn: Callable[[str], None], backend: str | Callable = "inductor",
+                          info: Optional[Callable[[str], None]] = None) -> CompiledWithFallback:
+    """See :class:`CompiledWithFallback`; ``backend`` is torch.compile's (tests pass a failing one);
+    ``info`` gets one line with the compile time after the first call."""
+    return CompiledWithFallback(module, warn, backend, info)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import nn
@@ -52,10 +52,12 @@ class _StepModule(nn.Module):
         return self.method.training_step(views)
 
 
-def wrap_for_training(method: Method, cfg: Config, device: torch.device,
-                      warn: Callable[[str], None] = print) -> nn.Module:
+def wrap_for_training(method: Method, cfg: Config, device: torch.device, warn: Callable[[str], None] = print,
+                      info: Optional[Callable[[str], None]] = None) -> nn.Module:
     """The module whose forward is the method's loss: in channels_last, with SyncBN and DDP under
-    torchrun, compiled when asked (eager, with a warning, if compilation fails)."""
+    torchrun, compiled when ``run.compile`` is "true" (eager, with a warning, if compilation fails;
+    ``info`` hears the compile time). "auto" is settled before this by ``compile_pays.choose``
+    (pretrain and bench do); left unsettled it means eager."""
     if cfg.run.channels_last:
         method.to(memory_format=torch.channels_last)
     module: nn.Module = _StepModule(method)
@@ -64,8 +66,8 @@ def wrap_for_training(method: Method, cfg: Config, device: torch.device,
         # SyncBatchNorm is GPU-only, so the conversion picks a CPU-capable one on gloo.
         module = convert_sync_batchnorm(module, device) if cfg.run.sync_bn else module
         module = nn.parallel.DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda" else None)
-    if cfg.run.compile:  # the whole step, DDP included (torch's advice)
-        module = speed.compile_with_fallback(module, warn)
+    if cfg.run.compile in ("true", True):  # the whole step, DDP included (torch's advice)
+        module = speed.compile_with_fallback(module, warn, info=info)
     return module
 
 
@@ -78,9 +80,10 @@ class TrainStep:
     """
 
     def __init__(self, method: Method, optimizer: torch.optim.Optimizer, schedule: LrSchedule, cfg: Config,
-                 device: torch.device, warn: Callable[[str], None] = print, amp_requested: str = ""):
+                 device: torch.device, warn: Callable[[str], None] = print, amp_requested: str = "",
+                 info: Optional[Callable[[str], None]] = None):
         self.method, self.optimizer, self.schedule = method, optimizer, schedule
-        self.loss_module = wrap_for_training(method, cfg, device, warn)
+        self.loss_module = wrap_for_training(method, cfg, device, warn, info)
         self.autocast = speed.autocast(cfg.run.amp, device)
         self.nonfinite = NonFiniteSteps(amp_requested or cfg.run.amp,
                                         bf16=speed.amp_dtype(cfg.run.amp, device) is torch.bfloat16)
