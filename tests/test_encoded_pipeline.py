@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 
 from simsiam import get_preset
 from simsiam.data.cache import cached
-from simsiam.data.encoded_decode import decode_batch, decoder_unavailable
+from simsiam.data.encoded_decode import decode_batch, decoder_unavailable, exif_orientation
 from simsiam.data.encoded_loader import EncodedBatchLoader
 from simsiam.data.encoded_store import encoded_if_configured, stored
 from simsiam.data.files import ImageFiles
@@ -36,7 +36,9 @@ def _jpeg_bytes(pixels: np.ndarray, orientation: int = 0) -> bytes:
     kw = {}
     if orientation:
         exif = Image.Exif()
+        exif[0x010F], exif[0x0110] = "Camera maker", "Model"  # tags before and after it, as cameras write
         exif[ORIENTATION] = orientation
+        exif[0x0131] = "Software 1.0"
         kw["exif"] = exif.tobytes()
     Image.fromarray(pixels).save(buf, "JPEG", quality=92, **kw)
     return buf.getvalue()
@@ -120,9 +122,19 @@ def test_a_changed_source_or_a_truncated_store_is_packed_again(folder, tmp_path)
 
 
 def test_all_eight_exif_orientations_decode_as_pil_turns_them():
+    """The turn is the pipeline's own (torchvision ignores apply_exif_orientation on CUDA): the
+    same code on both devices, checked here against PIL on each value, little- and big-endian."""
     pixels = _photo(24, 32, 3)
+    big_endian = _jpeg_bytes(pixels)  # Image.Exif writes little-endian; a big-endian block by hand:
+    app1 = b"Exif\0\0MM\0\x2a\0\0\0\x08\0\x01" + b"\x01\x12\0\x03\0\0\0\x01\0\x06\0\0" + b"\0\0\0\0"
+    big_endian = big_endian[:2] + b"\xff\xe1" + (len(app1) + 2).to_bytes(2, "big") + app1 + big_endian[2:]
+    assert exif_orientation(np.frombuffer(big_endian, dtype=np.uint8)) == 6
+    with Image.open(io.BytesIO(big_endian)) as im:
+        assert im.getexif().get(ORIENTATION) == 6  # PIL reads the hand-made block the same
+    assert exif_orientation(np.frombuffer(_jpeg_bytes(pixels), dtype=np.uint8)) == 1
     for orientation in range(1, 9):
         blob = np.frombuffer(_jpeg_bytes(pixels, orientation), dtype=np.uint8)
+        assert exif_orientation(blob) == orientation
         (image, upright), = decode_batch([blob], ["x.jpg"], 3, 24, torch.device("cpu"))[0]
         with Image.open(io.BytesIO(blob.tobytes())) as im:
             expected = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
