@@ -63,7 +63,7 @@ def measure(opts: argparse.Namespace) -> dict:
     from simsiam.data.encoded_store import stored
     from simsiam.data.files import ImageFiles
 
-    count, size, rounds = (32, (100, 75), 2) if opts.dry_run else (2 * BATCH, (500, 375), 5)
+    count, size, rounds = (32, (100, 75), 2) if opts.dry_run else (2 * BATCH, (500, 375), 3)
     batch = 16 if opts.dry_run else BATCH
     image_size = 32 if opts.dry_run else 224
     paths = make_jpegs(opts.data_dir, opts.work / "jpegs", count, size)

@@ -261,3 +261,23 @@ def test_a_folder_over_the_cache_bound_trains_on_the_encoded_pipeline(folder, tm
     text = out.out + out.err
     assert "over data.cache_max_gb" in text and "encoded pipeline" in text
     assert (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_each_rank_takes_its_slice_of_every_global_batch_as_the_cached_path(folder, tmp_path, monkeypatch):
+    """Two ranks (their rank and world size stood in for): together every image of each global batch
+    once, each rank the slice the decoded cache's loader gives it."""
+    import simsiam.parallel.distributed as dist
+
+    cfg = _cfg(tmp_path, batch=4)
+    cache = cached(folder, SIDE, tmp_path / "cache", log=lambda s: None, progress=False)
+    store = stored(folder, tmp_path / "cache", log=lambda s: None)
+    monkeypatch.setattr(dist, "world_size", lambda: 2)
+    seen = []
+    for r in (0, 1):
+        monkeypatch.setattr(dist, "rank", lambda r=r: r)
+        encoded = [b["index"] for b in EncodedBatchLoader(store, cfg, 2, torch.device("cpu")).epoch(2)]
+        batched = [b["index"] for b in BatchedViewLoader(cache, cfg, 2, torch.device("cpu")).epoch(2)]
+        assert [e.tolist() for e in encoded] == [b.tolist() for b in batched] and all(len(e) == 2 for e in encoded)
+        seen.append(torch.cat(encoded))
+    everything = torch.cat(seen).sort().values
+    assert everything.tolist() == sorted(set(everything.tolist())) and len(everything) == 12
