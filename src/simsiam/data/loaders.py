@@ -216,9 +216,9 @@ def build_train_loader(dataset, cfg: Config, num_views: int, device: torch.devic
     folder's store of bytes, else per image."""
     pipeline = cfg.data.pipeline
     if isinstance(dataset, ShardedImages):
-        if pipeline == "batched":
-            raise ValueError("data.pipeline=batched needs an in-memory dataset; shards are streamed -- use "
-                             "data.pipeline=per_image (or auto)")
+        if pipeline in ("batched", "encoded"):
+            raise ValueError(f"data.pipeline={pipeline} needs random access to the images; shards are streamed -- "
+                             "use data.pipeline=per_image (or auto)")
         return ShardViewLoader(dataset, cfg, num_views, device)
     if isinstance(dataset, EncodedImages):  # data.pipeline=encoded, or auto on a folder over the cache's bound
         return EncodedBatchLoader(dataset, cfg, num_views, device)
