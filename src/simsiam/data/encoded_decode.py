@@ -16,6 +16,10 @@ The batched augmentation then works on it exactly as on a cached batch.
 What torchvision does not decode goes through ``decode.decode_image`` on the CPU, one image at a
 time: PNG, WebP, GIF, BMP, TIFF (not JPEGs), and any JPEG the batched call refuses (on the GPU:
 what nvJPEG does not support). A file that neither decodes is reported by name and left out.
+
+torchvision 0.29 marks its image decoders deprecated (TorchCodec is to take them over): the decoder
+is tried once on a tiny JPEG (:func:`decoder_unavailable`), and where it is gone ``data.pipeline=auto``
+falls back to the per-image pipeline with a line saying why.
 """
 from __future__ import annotations
 
