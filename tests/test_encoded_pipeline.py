@@ -281,3 +281,13 @@ def test_each_rank_takes_its_slice_of_every_global_batch_as_the_cached_path(fold
         seen.append(torch.cat(encoded))
     everything = torch.cat(seen).sort().values
     assert everything.tolist() == sorted(set(everything.tolist())) and len(everything) == 12
+
+
+def test_a_store_the_disk_cannot_hold_is_refused_in_one_line(folder, tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr("simsiam.data.encoded_store.shutil.disk_usage", lambda path: usage(10**6, 10**6 - 100, 100))
+    with pytest.raises(ValueError, match=r"needs \d+ MiB in .* which has 0 MiB free: free space there"):
+        stored(folder, tmp_path, log=lambda s: None)
+    assert not list(tmp_path.iterdir())  # nothing left behind

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import zlib
 from pathlib import Path
@@ -134,6 +135,7 @@ class EncodedImages(Dataset):
 def pack(dataset: ImageFiles, data_path: Path, progress: bool = True) -> dict:
     """Copy every readable file's bytes into ``data_path`` (through a temporary file); returns the
     index without the sources' fingerprint (the caller's, taken before the copy)."""
+    _check_free_space(dataset, data_path.parent)
     fd, tmp = tempfile.mkstemp(dir=data_path.parent, prefix=f".{data_path.name}.", suffix=".tmp")
     kept, offsets, lengths, crcs, unreadable = [], [], [], [], []
     offset = 0
@@ -169,6 +171,22 @@ def pack(dataset: ImageFiles, data_path: Path, progress: bool = True) -> dict:
     return {"format": FORMAT, "bytes": offset, "paths": [dataset.paths[i] for i in kept],
             "labels": [dataset.labels[i] for i in kept], "offsets": offsets, "lengths": lengths, "crc32": crcs,
             "unreadable": unreadable}
+
+
+def _check_free_space(dataset: ImageFiles, root: Path) -> None:
+    """Refuse, in one line, a store the disk cannot hold: found out after hours of copying, a full
+    disk would also leave the other programs writing there without space."""
+    need = 0
+    for path in dataset.paths:
+        try:
+            need += os.path.getsize(path)
+        except OSError:
+            pass  # unreadable: reported when its bytes are copied
+    free = shutil.disk_usage(root).free
+    if need > free:
+        raise ValueError(f"the encoded-image store of {dataset.name} needs {need / 2**20:.0f} MiB in {root}, which has "
+                         f"{free / 2**20:.0f} MiB free: free space there, point data.cache_dir (or SIMSIAM_CACHE_DIR) "
+                         "at another disk, or set data.pipeline=per_image to read the files as they are")
 
 
 def _write_index(index: dict, index_path: Path) -> None:
