@@ -287,7 +287,9 @@ def test_a_store_the_disk_cannot_hold_is_refused_in_one_line(folder, tmp_path, m
     from collections import namedtuple
 
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr("simsiam.data.encoded_store.shutil.disk_usage", lambda path: usage(10**6, 10**6 - 100, 100))
+    from simsiam.data import encoded_store
+
+    monkeypatch.setattr(encoded_store.shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 100, 100))
     with pytest.raises(ValueError, match=r"needs \d+ MiB in .* which has 0 MiB free: free space there"):
         stored(folder, tmp_path, log=lambda s: None)
     assert not list(tmp_path.iterdir())  # nothing left behind
