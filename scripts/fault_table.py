@@ -316,6 +316,7 @@ def run_cases(work: Path) -> list[Row]:
     _whole_photo_cases(t, work)  # issue 26 item 3: the cache of whole photos
     _shard_batch_cases(t, work)  # issue 26 item 5: shards on the batched pipeline (needs _shard_cases' folders)
     _compile_cases(t, work)  # issue 29 item 3: run.compile=auto
+    _encoded_cases(t, work)  # issue 26 item 4: the encoded pipeline (a folder's bytes in one store)
     return t.rows
 
 
@@ -860,6 +861,47 @@ def _compile_cases(t: Table, work: Path) -> None:
     said = [line for line in proc.stdout.splitlines() if line.startswith("compile:")]
     t.add(Row("resume of a run whose checkpoint holds run.compile as a bool (false), run.compile left at auto",
               short(argv, t.work), proc.returncode, last_line(proc), " / ".join(said) or "no compile line"))
+
+
+def _encoded_cases(t: Table, work: Path) -> None:
+    """The encoded pipeline (data.pipeline=encoded, or auto over data.cache_max_gb): a block of its own, last."""
+    import numpy as np
+    from PIL import Image
+
+    folder = work / "encoded_photos"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(14):
+        Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(folder / f"{i:02d}.jpg")
+    Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).save(folder / "png.png")
+    Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)).convert("CMYK").save(folder / "cmyk.jpg")
+    (folder / "truncated.jpg").write_bytes((folder / "00.jpg").read_bytes()[:200])
+    (folder / "not_an_image.webp").write_text("not a WebP file\n")
+    store = work / "encoded_store"
+    argv = [*TINY, "data.dataset=folder", "data.image_size=16", "optim.batch_size=18", "--epochs", "1",
+            "--data-dir", str(folder), f"data.cache_dir={store}"]
+    t.cli("data.pipeline=encoded on an in-memory dataset", "pretrain", *TINY, "data.pipeline=encoded",
+          "--out-dir", str(work / "new"))
+    t.cli("folder over data.cache_max_gb (encoded pipeline) with a truncated JPEG, a file that is no WebP, a PNG "
+          "and a CMYK JPEG (trains; skips counted)", "pretrain", *argv, "data.cache_max_gb=0",
+          "--out-dir", str(work / "encoded_run"),
+          checked=lambda: _grep(work / "encoded_run" / "metrics.jsonl", "skipped_images"))
+    data = next(store.glob("*.bin"))
+    with open(data, "r+b") as fh:  # one byte of the first image's bytes flipped, the size unchanged
+        fh.seek(100)
+        byte = fh.read(1)
+        fh.seek(100)
+        fh.write(bytes([byte[0] ^ 0xFF]))
+    t.cli("encoded-image store with a damaged byte (same size)", "pretrain", *argv, "data.pipeline=encoded",
+          "--out-dir", str(work / "encoded_damaged"),
+          checked=lambda: _grep(work / "encoded_damaged" / "metrics.jsonl", "skipped_images"))
+    with open(data, "r+b") as fh:
+        fh.truncate(1000)
+    run = [*argv, "data.pipeline=encoded", "--out-dir", str(work / "encoded_truncated")]
+    proc = simsiam("pretrain", *run)
+    said = [line for line in (proc.stdout + proc.stderr).splitlines() if "encoded-image store" in line]
+    t.add(Row("encoded-image store truncated", short(["pretrain", *run], work), proc.returncode,
+              said[-1] if said else last_line(proc), _trained(proc)))
 
 
 def write_table(rows: list[Row], out: Path, commit: str) -> None:

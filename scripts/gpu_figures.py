@@ -26,16 +26,18 @@ import sys
 import time
 from pathlib import Path
 
+import gpu_jpeg_decode  # the jpeg_decode part (scripts/ is on the path: this script's folder)
+
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = REPO / ".device_data" / "fashion-mnist"
 FMNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
                 "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 # Seconds each part may take on the GPU; together under 8 minutes with the start-up of each process.
-GPU_LIMITS = {"bench_eager": 60, "bench_compiled": 120, "pretrain": 330, "resume": 75}
+GPU_LIMITS = {"bench_eager": 60, "bench_compiled": 120, "pretrain": 330, "resume": 75, "jpeg_decode": 90}
 # The dry run's parts are tiny; these limits only catch a hang. They are generous: on a CPU shared
 # with another busy process, two OpenMP threads can run tiny steps ten times slower than alone.
-DRY_LIMITS = {"bench_eager": 300, "bench_compiled": 180, "pretrain": 300, "resume": 240}
+DRY_LIMITS = {"bench_eager": 300, "bench_compiled": 180, "pretrain": 300, "resume": 240, "jpeg_decode": 120}
 
 
 # ------------------------------------------------------------------------------------ the parts
@@ -259,6 +261,7 @@ def summary_markdown(out: Path) -> str:
     figures = "; ".join(f"{k}: max abs weight difference {v['max_abs_weight_difference']:.3g}"
                         f"{' (bitwise equal)' if v['bitwise_equal'] else ''}" for k, v in r.items()) if r else ""
     lines.append(f"| resume (1 + resume + 1 epochs vs 2) | {parts.get('resume', {}).get('status', 'not run')} | {figures} |")
+    lines.append(gpu_jpeg_decode.summary_row(s, parts.get("jpeg_decode", {}).get("status", "not run")))
     return "\n".join(lines) + "\n"
 
 
@@ -274,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="wall seconds of the Fashion-MNIST pretraining (0: 240, or 3 in a dry run)")
     p.add_argument("--limit", action="append", default=[], metavar="PART=SECONDS", help="change a part's time limit")
     p.add_argument("--only", nargs="+", choices=list(GPU_LIMITS), help="run only these parts")
-    p.add_argument("--part", choices=["pretrain", "resume"], help=argparse.SUPPRESS)  # one part, in its own process
+    p.add_argument("--part", choices=["pretrain", "resume", "jpeg_decode"], help=argparse.SUPPRESS)  # one part, in its own process
     p.add_argument("--to-docs", type=Path, metavar="OUT", help="print OUT's summary as the docs table, and stop")
     opts = p.parse_args(argv)
     if opts.to_docs:
@@ -289,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if opts.part == "resume":
         (opts.out / "resume.json").write_text(json.dumps(run_resume(opts), indent=2))
+        return 0
+    if opts.part == "jpeg_decode":
+        (opts.out / "jpeg_decode.json").write_text(json.dumps(gpu_jpeg_decode.measure(opts), indent=2))
         return 0
 
     missing = missing_data(opts.data_dir)
@@ -314,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)), "device": opts.device,
                "dry_run": opts.dry_run, "total_s": round(time.time() - started, 1), "parts": parts,
                "machine": machine()}
-    for name in ("pretrain", "resume"):
+    for name in ("pretrain", "resume", "jpeg_decode"):
         path = opts.out / f"{name}.json"
         if path.is_file():
             summary[name] = json.loads(path.read_text())

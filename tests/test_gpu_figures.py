@@ -65,3 +65,16 @@ def test_missing_fashion_mnist_is_one_clear_error(tmp_path):
     assert proc.returncode == 2
     assert "Fashion-MNIST is missing" in proc.stderr and "train-images-idx3-ubyte.gz" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_jpeg_decode_part_measures_decode_and_views_on_each_device(tmp_path):
+    make_fmnist(tmp_path / "fmnist", n_train=40, n_test=10)
+    out = tmp_path / "out"
+    proc = _run("--out", str(out), "--data-dir", str(tmp_path / "fmnist"), "--work", str(tmp_path / "work"),
+                "--only", "jpeg_decode")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    j = summary["jpeg_decode"]  # folded into summary.json, as pretrain and resume
+    assert set(j["decode_images_per_s"]) == {"cpu"} and j["decode_images_per_s"]["cpu"] > 0
+    assert j["views_images_per_s"]["cpu"] > 0 and j["jpegs"] == 32
+    assert "| jpeg_decode" in (out / "summary.md").read_text() and not (out / "jpeg_decode.json").exists()

@@ -26,7 +26,10 @@ class DataConfig:
     train_limit: int = 0  # use N training images, a class-stratified random subset (seed 0); 0: all
     eval_limit: int = 0  # use N held-out images, chosen the same way; 0: all
     image_size: int = 0  # crop size of a view; 0: the dataset's native size
-    pipeline: str = "auto"  # "batched" (tensor ops on whole batches), "per_image" (PIL), "auto"
+    # "batched" (tensor ops on whole batches), "per_image" (PIL), "encoded" (a folder's bytes in one
+    # memory-mapped store, decoded in batches by torchvision: data/encoded_store.py), "auto" (batched
+    # where the data fit in memory or the decoded cache, else encoded, else per-image; shards: batched)
+    pipeline: str = "auto"
     num_workers: int = -1  # DataLoader workers (per-image pipeline, shards' decode); -1: chosen from the machine
     # How the batched pipeline computes views on CPU: "native" (a C kernel built on first use,
     # augment/native.py), "torch" (tensor ops, as on GPU), "auto" (native where a C compiler works)
@@ -188,7 +191,7 @@ class Config:
 
 # Closed vocabularies: checked when the config is resolved so that a typo fails before training.
 CHOICES: dict[str, tuple[str, ...]] = {
-    "data.pipeline": ("auto", "batched", "per_image"),
+    "data.pipeline": ("auto", "batched", "per_image", "encoded"),
     "data.augment_kernel": ("auto", "native", "torch"),
     "aug.recipe": ("imagenet", "cifar", "gray"),
     "model.predictor": ("mlp", "none", "frozen"),

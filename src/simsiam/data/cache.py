@@ -81,9 +81,13 @@ def decoded_if_configured(dataset, d: DataConfig, log: Callable[[str], None] = p
     an image size is set and the pipeline is not the per-image reference; else ``dataset`` itself."""
     if not (d.cache and isinstance(dataset, ImageFiles) and d.image_size and d.pipeline != "per_image"):
         return dataset
-    root = Path(os.path.expanduser(d.cache_dir)) if d.cache_dir else cache_root() / "images"
-    return cached(dataset, d.cache_side or d.image_size, root, max_bytes=d.cache_max_gb * 2**30, log=log,
+    return cached(dataset, d.cache_side or d.image_size, images_root(d), max_bytes=d.cache_max_gb * 2**30, log=log,
                   warn=warn, progress=progress) or dataset
+
+
+def images_root(d: DataConfig) -> Path:
+    """Where decoded caches (and encoded-image stores, ``encoded_store.py``) live."""
+    return Path(os.path.expanduser(d.cache_dir)) if d.cache_dir else cache_root() / "images"
 
 
 def cache_key(dataset: ImageFiles, side: int) -> str:
@@ -281,7 +285,7 @@ def cached(dataset: ImageFiles, side: int, cache_dir: Path, *, max_bytes: float 
     size = len(dataset) * dataset.channels * side * slot_width(side)  # at most; squares take side * side
     if size > max_bytes:
         log(f"not caching {dataset.name}: {size / 2**30:.1f} GiB decoded is over data.cache_max_gb "
-            f"({max_bytes / 2**30:.1f}); training reads the files (per-image pipeline)")
+            f"({max_bytes / 2**30:.1f}); training reads the files (encoded or per-image pipeline)")
         return None
     cache_dir.mkdir(parents=True, exist_ok=True)
     stem = cache_dir / f"{dataset.name}-{len(dataset)}-{side}px-{cache_key(dataset, side)}"

@@ -28,7 +28,7 @@ from typing import Union
 
 import numpy as np
 import torchvision.transforms.functional as TF
-from PIL import Image, ImageOps
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import UnreadableImage
 
@@ -88,5 +88,7 @@ def decode_image(source: Union[str, bytes], mode: str, side: int = 0, name: str 
     try:
         with Image.open(source if isinstance(source, str) else io.BytesIO(source)) as img:
             return _upright(img, mode, side)
+    except UnidentifiedImageError as exc:  # its own text names the BytesIO object (an address) for bytes
+        raise UnreadableImage(label, "UnidentifiedImageError: not an image format PIL can read") from exc
     except Exception as exc:  # PIL plugins raise many types (OSError, SyntaxError, ValueError, ...)
         raise UnreadableImage(label, f"{type(exc).__name__}: {exc}") from exc

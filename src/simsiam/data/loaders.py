@@ -28,24 +28,14 @@ from torch.utils.data import DataLoader, Dataset
 from ..augment import BatchAugment, build_view_transform
 from ..config import Config
 from ..parallel import distributed as dist
+from .encoded_loader import EncodedBatchLoader
+from .encoded_store import EncodedImages
 from .errors import UnreadableImage
 from .memory import InMemoryImages
-from .sampler import EpochSampler
+from .sampler import EpochSampler, epoch_seed, local_batch_size, unusable_anywhere  # noqa: F401 (re-exported)
 from .shard_items import PerImageViews, StoredPixels, collate_slots
 from .shard_stream import ShardStream
 from .shards import ShardedImages
-
-
-def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
-    return (seed * 1_000_003 + epoch * 7_919 + rank * 104_729) % (2**63 - 1)
-
-
-def local_batch_size(global_batch: int) -> int:
-    world = dist.world_size()
-    if global_batch % world:
-        raise ValueError(f"optim.batch_size={global_batch} is the global batch and must divide by the "
-                         f"number of processes ({world}); choose a multiple of {world}")
-    return global_batch // world
 
 
 class BatchedViewLoader:
@@ -184,7 +174,7 @@ def _delivered(loader: DataLoader, device: torch.device) -> Iterator[dict]:
     """The DataLoader's batches with their views on ``device``; under torchrun a step that any rank
     cannot use is left out by all."""
     for batch in loader:
-        if dist.is_enabled() and _unusable_anywhere(batch["views"] is None):
+        if dist.is_enabled() and unusable_anywhere(batch["views"] is None):
             batch["views"] = None  # every rank leaves this step out, or the others would wait in DDP for ever
         if batch["views"] is not None:
             batch["views"] = tuple(v.to(device, non_blocking=True) for v in batch["views"])
@@ -248,7 +238,7 @@ class ShardViewLoader:
         for batch in self.loader:
             images, sizes = batch.pop("images"), batch.pop("sizes")
             unusable = images is None
-            if dist.is_enabled() and _unusable_anywhere(unusable):
+            if dist.is_enabled() and unusable_anywhere(unusable):
                 unusable = True  # every rank leaves this step out, or the others would wait in DDP for ever
             if unusable:
                 self._pass_over(gen, 1)  # a step left out draws as a trained one: later views stay the same
@@ -266,18 +256,20 @@ class ShardViewLoader:
             self.augment.sample_params(self.batch, gen, self.device, image_sizes=sizes)
 
 
-def _unusable_anywhere(unusable_here: bool) -> bool:
-    """Under torchrun: whether any rank's batch has no readable image. One all-reduce of one number
-    per step, for the pipelines that read files or shards only: the in-memory one has no unreadable images."""
-    flag = torch.tensor([float(unusable_here)], device=dist.collective_device())
-    return bool(dist.all_reduce_sum(flag).item())
-
-
 def build_train_loader(dataset, cfg: Config, num_views: int, device: torch.device):
-    """The batched pipeline where the data fit in one tensor or stream from shards (the default), else per image."""
+    """The batched pipeline where the data fit in one tensor or stream from shards (the default), the
+    encoded one on a folder's store of bytes, else per image."""
     pipeline = cfg.data.pipeline
     if isinstance(dataset, ShardedImages):
+        if pipeline == "encoded":
+            raise ValueError("data.pipeline=encoded needs an image folder; shards are decoded by their workers -- "
+                             "use data.pipeline=auto (batched) or per_image")
         return ShardViewLoader(dataset, cfg, num_views, device, "per_image" if pipeline == "per_image" else "batched")
+    if isinstance(dataset, EncodedImages):  # data.pipeline=encoded, or auto on a folder over the cache's bound
+        return EncodedBatchLoader(dataset, cfg, num_views, device)
+    if pipeline == "encoded":
+        raise ValueError(f"data.pipeline=encoded needs an image folder (imagefolder, folder, tinyimagenet); "
+                         f"{cfg.data.dataset!r} is not one -- use data.pipeline=auto")
     if pipeline == "auto":
         pipeline = "batched" if isinstance(dataset, InMemoryImages) else "per_image"
     if pipeline == "batched":

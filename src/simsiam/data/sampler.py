@@ -17,6 +17,28 @@ from typing import Iterator
 import torch
 from torch.utils.data import Sampler
 
+from ..parallel import distributed as dist
+
+
+def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
+    """The seed of an epoch's permutation (``rank`` 0) and of each rank's view parameters (1 + rank)."""
+    return (seed * 1_000_003 + epoch * 7_919 + rank * 104_729) % (2**63 - 1)
+
+
+def local_batch_size(global_batch: int) -> int:
+    world = dist.world_size()
+    if global_batch % world:
+        raise ValueError(f"optim.batch_size={global_batch} is the global batch and must divide by the "
+                         f"number of processes ({world}); choose a multiple of {world}")
+    return global_batch // world
+
+
+def unusable_anywhere(unusable_here: bool) -> bool:
+    """Under torchrun: whether any rank's batch has no readable image. One all-reduce of one number
+    per step, for the pipelines that read files only: in-memory data have no unreadable images."""
+    flag = torch.tensor([float(unusable_here)], device=dist.collective_device())
+    return bool(dist.all_reduce_sum(flag).item())
+
 
 def images_per_epoch(num_images: int, global_batch: int) -> int:
     """The images an epoch trains on: whole global batches only (the incomplete last one is dropped,

@@ -27,6 +27,7 @@ from ..artifacts.runlog import RunLog, read_metrics
 from ..config import Config, from_dict
 from ..data import load_dataset
 from ..data.cache import decoded_if_configured
+from ..data.encoded_store import encoded_if_configured
 from ..data.loaders import build_train_loader, local_batch_size
 from ..data.subset import describe, subset
 from ..eval.baselines import baseline_knn, cached_baseline_knn, verdict
@@ -158,7 +159,7 @@ def _set_up(cfg: Config, resume: bool, stop: StopRequest, backbone: Optional[nn.
     log = RunLog(run_dir, quiet=cfg.run.quiet, loggers=cfg.run.loggers, resume_step=saved["step"] if saved else 0)
     if budget_line and saved is None and dist.is_main():
         log.info(budget_line)
-    train_set, eval_set = _decode(cfg, train_files, eval_files, log)
+    train_set, eval_set = _decode(cfg, train_files, eval_files, log, device)
     initial_backbone = copy.deepcopy(backbone) if backbone is not None else None
     method = build_method(cfg, train_set.channels, backbone).to(device)
     optimizer = build_optimizer(method.param_groups(), cfg.optim)
@@ -245,9 +246,13 @@ def _choose_images(cfg: Config):
     return train_set, eval_set
 
 
-def _decode(cfg: Config, train_set, eval_set, log: RunLog):
-    """Image folders decoded into the memory-mapped cache where ``data.cache`` allows (data/cache.py)."""
-    train_set = decoded_if_configured(train_set, cfg.data, log.info, log.warn, log.shows_bars)
+def _decode(cfg: Config, train_set, eval_set, log: RunLog, device: torch.device):
+    """Image folders decoded into the memory-mapped cache where ``data.cache`` allows (data/cache.py);
+    a training folder the cache does not take (or data.pipeline=encoded) in a store of its bytes
+    (data/encoded_store.py) where the encoded pipeline is chosen."""
+    if cfg.data.pipeline != "encoded":
+        train_set = decoded_if_configured(train_set, cfg.data, log.info, log.warn, log.shows_bars)
+    train_set = encoded_if_configured(train_set, cfg.data, device, log.info, log.warn, log.shows_bars)
     if eval_set is not None:
         eval_set = decoded_if_configured(eval_set, cfg.data, log.info, log.warn, log.shows_bars)
     return train_set, eval_set
