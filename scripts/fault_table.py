@@ -317,6 +317,7 @@ def run_cases(work: Path) -> list[Row]:
     _shard_batch_cases(t, work)  # issue 26 item 5: shards on the batched pipeline (needs _shard_cases' folders)
     _compile_cases(t, work)  # issue 29 item 3: run.compile=auto
     _encoded_cases(t, work)  # issue 26 item 4: the encoded pipeline (a folder's bytes in one store)
+    _shard_decode_cases(t, work)  # issue 26: shards decoded in batches in the main process (needs _shard_cases')
     return t.rows
 
 
@@ -902,6 +903,35 @@ def _encoded_cases(t: Table, work: Path) -> None:
     said = [line for line in (proc.stdout + proc.stderr).splitlines() if "encoded-image store" in line]
     t.add(Row("encoded-image store truncated", short(["pretrain", *run], work), proc.returncode,
               said[-1] if said else last_line(proc), _trained(proc)))
+
+
+def _shard_decode_cases(t: Table, work: Path) -> None:
+    """Shards whose bytes the main process decodes in batches, as the encoded pipeline does: a block of
+    its own, last, reusing ``_shard_cases``' folders."""
+    shard_tiny = ["--preset", "digits", "--quiet", "data.eval_split=", "model.width=4", "model.proj_hidden=32",
+                  "model.dim=32", "data.dataset=shards", "data.image_size=8", "optim.batch_size=4",
+                  "data.num_workers=0", "--epochs", "1"]
+    t.cli("data.pipeline=encoded on shards", "pretrain", *shard_tiny, "data.pipeline=encoded", "--data-dir",
+          str(work / "shards"), "--out-dir", str(work / "new"))
+    import io
+    import tarfile
+
+    truncated = work / "truncated_shards"
+    shutil.copytree(work / "shards", truncated)
+    with tarfile.open(truncated / "shard-000000.tar") as tar:
+        members = [(m.name, tar.extractfile(m).read()) for m in tar.getmembers()]
+    cut = False
+    with tarfile.open(truncated / "shard-000000.tar", "w") as tar:
+        for name, data in members:
+            if name.endswith(".jpg") and not cut:
+                data, cut = data[: len(data) // 2], True  # the first JPEG, cut off halfway
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    t.cli("shards with one truncated JPEG, read by a worker and decoded in the main process's batch (trains; "
+          "skip counted)", "pretrain", *shard_tiny, "data.num_workers=1", "--data-dir", str(truncated), "--out-dir",
+          str(work / "shards_decode_run"), checked=lambda: _grep(work / "shards_decode_run" / "metrics.jsonl",
+                                                                 "skipped_images"))
 
 
 def write_table(rows: list[Row], out: Path, commit: str) -> None:

@@ -1,8 +1,8 @@
 """WebDataset shards: `simsiam pack` writes them, `data.dataset=shards` streams them -- every image
 exactly once per epoch across ranks x workers, reshuffled each epoch, resumable mid-epoch, and bad
-members skipped with a line naming them. On the batched pipeline (the default) the workers decode
-each image into the decoded cache's stored form and the views are the batched augmentation of those
-slots, as from the cache."""
+members skipped with a line naming them. On the batched pipeline (the default) the workers only read
+the tars, the main process decodes each batch as the encoded pipeline does, and the views are the
+batched augmentation of the decoded slots, as from the cache."""
 from __future__ import annotations
 
 import io
@@ -29,6 +29,7 @@ from simsiam import get_preset  # noqa: E402
 from simsiam.data import load_dataset  # noqa: E402
 from simsiam.augment import BatchAugment  # noqa: E402
 from simsiam.data.cache import cached  # noqa: E402
+from simsiam.data.encoded_decode import decode_batch, into_slots  # noqa: E402
 from simsiam.data.files import ImageFiles  # noqa: E402
 from simsiam.data.loaders import ShardViewLoader, build_train_loader, epoch_seed  # noqa: E402
 from simsiam.data.shard_stream import stream_pieces, worker_block  # noqa: E402
@@ -145,7 +146,11 @@ def mixed_folder(root: Path) -> Path:
     return root
 
 
-def test_batched_shards_hold_the_caches_slots_and_make_its_views(tmp_path):
+def test_batched_shards_decode_as_the_encoded_pipeline_and_make_the_caches_views(tmp_path):
+    """The workers hand on the files' own bytes; the main process decodes them as the encoded pipeline
+    does (``decode_batch`` + ``into_slots``: the views equal exactly) -- which is the decoded cache
+    to the encoded pipeline's stated tolerance (tests/test_encoded_pipeline.py: 1 level of 255 in the
+    stored pixels, 0.03 in the views; the resizes round differently)."""
     photos = mixed_folder(tmp_path / "photos")
     pack(str(photos), str(tmp_path / "shards"), per_shard=7, progress=False, log=lambda _: None)
     paths, labels, classes = labelled_files(str(photos))
@@ -156,26 +161,31 @@ def test_batched_shards_hold_the_caches_slots_and_make_its_views(tmp_path):
     random.Random(PACK_SEED).shuffle(stored)  # shard position -> file, as pack laid them out
     cfg = shards_cfg(tmp_path / "shards", batch=8, workers=2)
     loader = loader_for(cfg)
-    assert loader.describe().startswith("batched pipeline streaming 4 shard(s)")
+    assert loader.describe().startswith("batched pipeline streaming 4 shard(s) read by 2 worker(s)")
     augment = BatchAugment(cfg.aug, 8, 3, cache.mean, cache.std, kernel=cfg.data.augment_kernel)
-    gen = torch.Generator().manual_seed(epoch_seed(cfg.run.seed, 1, 1))  # BatchedViewLoader's, rank 0
+    seed = epoch_seed(cfg.run.seed, 1, 1)  # BatchedViewLoader's generator, rank 0
+    encoded_gen, cache_gen = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
     seen = []
     for batch in loader.epoch(1):
-        rows = torch.tensor([stored[i] for i in batch["index"].tolist()])
-        seen += rows.tolist()
-        assert batch["labels"].tolist() == cache.labels[rows].tolist()
-        # BatchAugment over the cache's own slots of the same images, in the same order
-        expected = tuple(augment(cache.images[rows], gen, cache.sizes[rows]) for _ in range(2))
-        for got, want in zip(batch["views"], expected):
-            torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+        rows = [stored[i] for i in batch["index"].tolist()]
+        seen += rows
+        assert batch["labels"].tolist() == cache.labels[rows].tolist() and batch["skipped"] == []
+        blobs = [np.frombuffer(bytearray(Path(paths[r]).read_bytes()), dtype=np.uint8) for r in rows]
+        decoded, skipped = decode_batch(blobs, [paths[r] for r in rows], 3, 8, torch.device("cpu"))
+        images, sizes = into_slots([d[0] for d in decoded], [d[1] for d in decoded], 8)
+        assert skipped == [] and torch.equal(sizes, cache.sizes[rows])
+        assert (images.int() - cache.images[rows][..., :images.shape[3]].int()).abs().max() <= 1
+        for got in batch["views"]:
+            assert torch.equal(got, augment(images, encoded_gen, sizes))
+            from_cache = augment(cache.images[rows], cache_gen, cache.sizes[rows])
+            assert (got - from_cache).abs().max() <= 0.03
     assert sorted(seen) == list(range(24))
-    # the uint8 slots and sizes themselves, as the workers collate them
+    # what the workers hand on: each file's own bytes, named by shard and member
     loader.stream.set_epoch(0)
     for batch in loader.loader:
-        rows = torch.tensor([stored[i] for i in batch["index"].tolist()])
-        width = batch["images"].shape[3]
-        assert width == int(batch["sizes"].max()) and torch.equal(batch["sizes"], cache.sizes[rows])
-        assert torch.equal(batch["images"], cache.images[rows][..., :width])
+        rows = [stored[i] for i in batch["index"].tolist()]
+        assert [b.tobytes() for b in batch["blobs"]] == [Path(paths[r]).read_bytes() for r in rows]
+        assert all(".tar: " in name and name.endswith(".jpg") for name in batch["names"])
 
 
 def _shard_worker(rank, port, data_dir, out_dir):
@@ -256,6 +266,14 @@ def test_config_refusals_and_a_missing_index(shards, tmp_path, capsys):
     assert "simsiam pack" in capsys.readouterr().err
     assert loader_for(shards_cfg(shards, pipeline="batched")).augment is not None
     assert loader_for(shards_cfg(shards, pipeline="per_image")).describe().startswith("per-image pipeline")
+
+
+def test_without_torchvisions_decoder_auto_streams_per_image_and_batched_is_refused(shards, monkeypatch):
+    monkeypatch.setattr("simsiam.data.loaders.decoder_unavailable", lambda: "RuntimeError: no libjpeg")
+    described = loader_for(shards_cfg(shards)).describe()
+    assert described.startswith("per-image pipeline") and "no libjpeg" in described
+    with pytest.raises(ValueError, match="needs torchvision's JPEG decoder.*data.pipeline=per_image"):
+        loader_for(shards_cfg(shards, pipeline="batched"))
 
 
 def test_without_webdataset_one_line_says_how_to_install(shards, tmp_path, monkeypatch, capsys):

@@ -111,8 +111,7 @@ def slot_width(side: int) -> int:
 
 def stored_pixels(source, side: int, channels: int, name: str = "") -> tuple[np.ndarray, tuple[int, int]]:
     """One image file (a path, or its bytes named ``name``) as the cache stores it: (pixels (C, side,
-    long) landscape -- a portrait image transposed --, upright (h, w)). The WebDataset shards' batched
-    path (``shard_stream.py``) decodes with it too, so both hold the same bytes. Raises
+    long) landscape -- a portrait image transposed --, upright (h, w)). Raises
     :class:`UnreadableImage`."""
     img = decode_image(source, "L" if channels == 1 else "RGB", side, name=name)  # upright, shorter side at ``side``
     longest = slot_width(side)

@@ -8,10 +8,10 @@
 - :class:`PerImageViewLoader`: the reference path -- PIL/torchvision transforms per image in
   DataLoader workers, as the official code runs. Needed for file folders.
 - :class:`ShardViewLoader`: WebDataset shards streamed in DataLoader workers (``shard_stream.py``):
-  data that need no random access, nor one disk. By default the workers only decode, each image
-  into the decoded cache's stored form, and the main process makes the views of each uint8 batch
-  as :class:`BatchedViewLoader` does; ``data.pipeline=per_image`` runs the per-image transforms in
-  the workers instead.
+  data that need no random access, nor one disk. By default the workers only read the tars, and
+  the main process decodes each batch of bytes as :class:`EncodedBatchLoader` does and makes its
+  views as :class:`BatchedViewLoader` does; ``data.pipeline=per_image`` runs the per-image
+  transforms in the workers instead.
 
 All are deterministic functions of (seed, epoch, rank), and ``epoch(e, start_batch=b)`` yields
 exactly the batches ``b, b+1, ...`` of ``epoch(e)``: resuming from a checkpoint written at any
@@ -28,12 +28,13 @@ from torch.utils.data import DataLoader, Dataset
 from ..augment import BatchAugment, build_view_transform
 from ..config import Config
 from ..parallel import distributed as dist
+from .encoded_decode import decode_batch, decoder_unavailable, into_slots
 from .encoded_loader import EncodedBatchLoader
 from .encoded_store import EncodedImages
 from .errors import UnreadableImage
 from .memory import InMemoryImages
 from .sampler import EpochSampler, epoch_seed, local_batch_size, unusable_anywhere  # noqa: F401 (re-exported)
-from .shard_items import PerImageViews, StoredPixels, collate_slots
+from .shard_items import EncodedBytes, PerImageViews, collate_encoded
 from .shard_stream import ShardStream
 from .shards import ShardedImages
 
@@ -183,11 +184,13 @@ def _delivered(loader: DataLoader, device: torch.device) -> Iterator[dict]:
 
 class ShardViewLoader:
     """WebDataset shards streamed by DataLoader workers, each rank and worker reading its own images
-    (``shard_stream.py``). ``pipeline="batched"``: the workers decode each image into the decoded
-    cache's stored form (shorter side at ``data.cache_side`` or the image size, whole up to 4:3)
-    and the main process makes the views of each uint8 batch with ``BatchAugment``, drawn from one
-    generator per (seed, epoch, rank) as :class:`BatchedViewLoader` draws them -- decoding in the
-    workers overlaps the step, and views cost the main process what they cost from the cache.
+    (``shard_stream.py``). ``pipeline="batched"``: the workers only read the tars and hand on each
+    batch's bytes; the main process decodes them in one call on the training device into the
+    decoded cache's stored form (shorter side at ``data.cache_side`` or the image size, whole up to
+    4:3; ``encoded_decode.py``, as :class:`EncodedBatchLoader`) and makes the views with
+    ``BatchAugment``, drawn from one generator per (seed, epoch, rank) as :class:`BatchedViewLoader`
+    draws them. Reading overlaps the step; the batched decode costs the main process less than
+    PIL's one image at a time cost the workers, on the same cores (docs/PERFORMANCE.md).
     ``"per_image"``: the workers run the per-image transforms (the reference)."""
 
     def __init__(self, dataset: ShardedImages, cfg: Config, num_views: int, device: torch.device,
@@ -203,12 +206,14 @@ class ShardViewLoader:
             raise ValueError(f"the dataset has {len(dataset)} training images, fewer than one batch "
                              f"(optim.batch_size={self.global_batch}); lower the batch size")
         self.augment = None
+        self.why_per_image = ""  # set where data.pipeline=auto could not take the batched pipeline
         if pipeline == "batched":
             self.side = cfg.data.cache_side or cfg.data.image_size or 224
+            self.channels = dataset.channels
             self.augment = BatchAugment(cfg.aug, cfg.data.image_size or self.side, dataset.channels, dataset.mean,
                                         dataset.std, kernel=cfg.data.augment_kernel)
             self.augment.uses_native(device)  # data.augment_kernel=native where it cannot be built: fail now
-            prepare, collate = StoredPixels(self.side, dataset.channels), collate_slots
+            prepare, collate = EncodedBytes(), collate_encoded
         else:
             transform = build_view_transform(cfg.aug, cfg.data.image_size or 224, dataset.channels, dataset.mean,
                                              dataset.std)
@@ -224,9 +229,11 @@ class ShardViewLoader:
 
     def describe(self) -> str:
         if self.augment is None:
-            return f"per-image pipeline streaming {self.shards} shard(s), {self.workers} worker(s)"
-        return (f"batched pipeline streaming {self.shards} shard(s), decoded at {self.side}px by "
-                f"{self.workers} worker(s), {self.augment.describe(self.device)}")
+            why = f" ({self.why_per_image})" if self.why_per_image else ""
+            return f"per-image pipeline streaming {self.shards} shard(s), {self.workers} worker(s){why}"
+        return (f"batched pipeline streaming {self.shards} shard(s) read by {self.workers} worker(s), JPEGs "
+                f"decoded in batches by torchvision on {self.device.type} at {self.side}px, "
+                f"{self.augment.describe(self.device)}")
 
     def epoch(self, epoch: int, start_batch: int = 0) -> Iterator[dict]:
         self.stream.set_epoch(epoch_seed(self.seed, epoch), start_batch)
@@ -236,17 +243,24 @@ class ShardViewLoader:
         gen = torch.Generator(device=self.device).manual_seed(epoch_seed(self.seed, epoch, 1 + dist.rank()))
         self._pass_over(gen, start_batch)
         for batch in self.loader:
-            images, sizes = batch.pop("images"), batch.pop("sizes")
-            unusable = images is None
+            decoded, unreadable = decode_batch(batch.pop("blobs"), batch.pop("names"), self.channels, self.side,
+                                               self.device)
+            batch["skipped"] += unreadable
+            good = [k for k, item in enumerate(decoded) if item is not None]
+            unusable = not good
             if dist.is_enabled() and unusable_anywhere(unusable):
                 unusable = True  # every rank leaves this step out, or the others would wait in DDP for ever
             if unusable:
                 self._pass_over(gen, 1)  # a step left out draws as a trained one: later views stay the same
                 yield {**batch, "views": None}
                 continue
-            images = images.to(self.device, non_blocking=True)
-            sizes = sizes.to(self.device, non_blocking=True)
-            yield {**batch, "views": tuple(self.augment(images, gen, sizes) for _ in range(self.num_views))}
+            # What was left out (in the worker or here) is replaced by repeats of readable images: the
+            # step keeps its configured batch size, as ``_collate`` explains.
+            fill = [good[k % len(good)] for k in range(self.batch)]
+            images, sizes = into_slots([decoded[k][0] for k in fill], [decoded[k][1] for k in fill], self.side)
+            keep = torch.tensor(fill, dtype=torch.long)
+            yield {**batch, "labels": batch["labels"][keep], "index": batch["index"][keep],
+                   "views": tuple(self.augment(images, gen, sizes) for _ in range(self.num_views))}
 
     def _pass_over(self, gen: torch.Generator, batches: int) -> None:
         """Advance ``gen`` past ``batches`` batches' views without making them: how many numbers a view
@@ -256,15 +270,32 @@ class ShardViewLoader:
             self.augment.sample_params(self.batch, gen, self.device, image_sizes=sizes)
 
 
+def _shard_pipeline(pipeline: str) -> str:
+    """``batched`` where torchvision decodes JPEGs here (its decoders are deprecated: they may be gone),
+    else ``per_image`` for ``auto``; ``data.pipeline=batched`` without the decoder is refused."""
+    if pipeline == "per_image":
+        return pipeline
+    why = decoder_unavailable()
+    if why is None:
+        return "batched"
+    if pipeline == "batched":
+        raise ValueError(f"data.pipeline=batched on shards needs torchvision's JPEG decoder, which fails here "
+                         f"({why}); use data.pipeline=per_image (or auto)")
+    return "per_image"
+
+
 def build_train_loader(dataset, cfg: Config, num_views: int, device: torch.device):
     """The batched pipeline where the data fit in one tensor or stream from shards (the default), the
     encoded one on a folder's store of bytes, else per image."""
     pipeline = cfg.data.pipeline
     if isinstance(dataset, ShardedImages):
         if pipeline == "encoded":
-            raise ValueError("data.pipeline=encoded needs an image folder; shards are decoded by their workers -- "
-                             "use data.pipeline=auto (batched) or per_image")
-        return ShardViewLoader(dataset, cfg, num_views, device, "per_image" if pipeline == "per_image" else "batched")
+            raise ValueError("data.pipeline=encoded needs an image folder; shards take the batched pipeline, which "
+                             "decodes as the encoded one does -- use data.pipeline=auto (batched) or per_image")
+        loader = ShardViewLoader(dataset, cfg, num_views, device, _shard_pipeline(pipeline))
+        if pipeline == "auto" and loader.augment is None:  # said in the run's first lines
+            loader.why_per_image = f"torchvision cannot decode JPEGs here ({decoder_unavailable()})"
+        return loader
     if isinstance(dataset, EncodedImages):  # data.pipeline=encoded, or auto on a folder over the cache's bound
         return EncodedBatchLoader(dataset, cfg, num_views, device)
     if pipeline == "encoded":

@@ -2,35 +2,35 @@
 
 Two ways, one per pipeline (``loaders.ShardViewLoader``):
 
-- :class:`StoredPixels` (the batched pipeline, the default): the image decoded into the form the
-  decoded-image cache stores (``cache.stored_pixels``: upright, shorter side at the stored side,
-  whole up to 4:3, landscape), and :func:`collate_slots` lays a batch of them in one uint8 array
-  of slots, as the cache's rows, for ``augment.BatchAugment`` to make the views in the main process.
-  A worker then only decodes: the views of a whole batch cost the main process a few milliseconds.
+- :class:`EncodedBytes` (the batched pipeline, the default): the image's bytes as they are in the
+  tar, and :func:`collate_encoded` hands a batch of them on as a list of byte arrays. A worker then
+  only reads the tar; the main process decodes the whole batch in one ``torchvision.io.decode_jpeg``
+  call on the training device (``encoded_decode.py``, as the encoded pipeline does) and makes the
+  views with ``augment.BatchAugment``. Decoding one image at a time with PIL in the workers was
+  most of their work, on the cores the step needs (docs/PERFORMANCE.md, "WebDataset shards").
 - :class:`PerImageViews` (``data.pipeline=per_image``): the reference, PIL/torchvision views made
   per image in the worker and stacked by ``loaders._collate``.
 
-Either way an item is ``(payload, label, index)``, or the line saying why the image cannot be used;
-a batch's unusable images are replaced by repeats of its usable ones (see ``loaders._collate``).
+Either way an item is ``(payload, label, index)``, or the line saying why the image cannot be used.
+On the per-image pipeline a batch's unusable images are replaced here by repeats of its usable ones
+(see ``loaders._collate``); on the batched one after the decode, in the main process, where the
+images that fail to decode are known too.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from .cache import fill_slot, stored_pixels
 from .decode import decode_image
 
 
-class StoredPixels:
-    """An image's bytes -> ``(pixels (C, side, long), upright (h, w))``, exactly what the cache would
-    hold for the same file (``view_seed`` is unused: the views are drawn in the main process)."""
-
-    def __init__(self, side: int, channels: int):
-        self.side, self.channels = side, channels
+class EncodedBytes:
+    """An image's bytes -> ``(bytes as a uint8 array, name)``, left encoded: the main process decodes
+    the batch (``view_seed`` is unused: the views are drawn there too)."""
 
     def __call__(self, data: bytes, name: str, view_seed: int):
-        return stored_pixels(data, self.side, self.channels, name=name)
+        # A copy the decoder may own: torch warns on (and must not write through) a read-only buffer.
+        return np.frombuffer(bytearray(data), dtype=np.uint8), name
 
 
 class PerImageViews:
@@ -48,21 +48,12 @@ class PerImageViews:
             return tuple(self.transform(img) for _ in range(self.num_views))
 
 
-def collate_slots(batch: list) -> dict:
-    """A batch of :class:`StoredPixels` items -> ``{"images": uint8 (B, C, side, W), "sizes": (B, 2),
-    "labels", "index", "skipped"}``, ``W`` the longest side in the batch (``side`` for squares);
-    ``images`` is None when no image of the batch could be used."""
-    skipped = [b for b in batch if isinstance(b, str)]
+def collate_encoded(batch: list) -> dict:
+    """A batch of :class:`EncodedBytes` items -> ``{"blobs": [uint8 arrays], "names", "labels",
+    "index", "skipped"}``, the usable images only, in the stream's order (the main process refills
+    the batch to its size once it knows which ones decode)."""
     good = [b for b in batch if not isinstance(b, str)]
-    if not good:
-        return {"images": None, "sizes": None, "labels": torch.zeros(0, dtype=torch.long),
-                "index": torch.zeros(0, dtype=torch.long), "skipped": skipped}
-    good = [good[i % len(good)] for i in range(len(batch))]  # the batch's size kept, as loaders._collate
-    channels, side = good[0][0][0].shape[:2]
-    width = max(pixels.shape[2] for (pixels, _), _, _ in good)
-    images = np.empty((len(good), channels, side, width), dtype=np.uint8)
-    for slot, ((pixels, _), _, _) in zip(images, good):
-        fill_slot(slot, pixels)
-    return {"images": torch.from_numpy(images), "sizes": torch.tensor([hw for (_, hw), _, _ in good]),
-            "labels": torch.tensor([label for _, label, _ in good]),
-            "index": torch.tensor([index for _, _, index in good]), "skipped": skipped}
+    return {"blobs": [blob for (blob, _), _, _ in good], "names": [name for (_, name), _, _ in good],
+            "labels": torch.tensor([label for _, label, _ in good], dtype=torch.long),
+            "index": torch.tensor([index for _, _, index in good], dtype=torch.long),
+            "skipped": [b for b in batch if isinstance(b, str)]}

@@ -1,5 +1,5 @@
 """Which images of the shards each DDP rank and DataLoader worker reads in an epoch, and the stream
-that reads and decodes them (and, on the per-image pipeline, augments them: ``shard_items.py``).
+that reads them (and, on the per-image pipeline, decodes and augments them: ``shard_items.py``).
 
 The epoch's stream is every shard in an order drawn from the epoch's seed, one after the other
 (``shards.json`` says how many images each holds, so positions are known before reading). Of its
@@ -20,7 +20,7 @@ run resumed mid-epoch skips the batches already trained without decoding them.
 What cannot be used is not fatal: a file that does not decode, a sample without its ``.cls`` label,
 a shard that is not a tar or ends early -- each position it leaves empty becomes a one-line
 "skipped" entry naming the shard and the member, and the batch is filled as ``loaders._collate``
-does for unreadable files (``shard_items.collate_slots`` alike).
+does for unreadable files (on the batched pipeline, ``loaders.ShardViewLoader`` after its decode).
 """
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ def stream_pieces(sizes: list[int], order: list[int], start: int, stop: int) -> 
 class ShardStream(IterableDataset):
     """Yields this rank's batches of one epoch as lists of ``(payload, label, index)`` items (or, for
     an image that cannot be used, the line saying why); ``payload`` is ``prepare(bytes, name,
-    view_seed)`` (``shard_items.py``: the cache's stored pixels, or per-image views) and ``index`` the
+    view_seed)`` (``shard_items.py``: the bytes as they are, or per-image views) and ``index`` the
     image's position in the shards' stored order, the same every epoch. Call :meth:`set_epoch` before
     iterating."""
 
