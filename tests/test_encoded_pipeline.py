@@ -12,8 +12,14 @@ import torch
 from PIL import Image, ImageOps
 
 from simsiam import get_preset
+from simsiam.data import encoded_decode
 from simsiam.data.cache import cached
-from simsiam.data.encoded_decode import decode_batch, decoder_unavailable, exif_orientation
+from simsiam.data.encoded_decode import (
+    decode_batch,
+    decoder_unavailable,
+    exif_orientation,
+    jpeg_size,
+)
 from simsiam.data.encoded_loader import EncodedBatchLoader
 from simsiam.data.encoded_store import encoded_if_configured, stored
 from simsiam.data.files import ImageFiles
@@ -293,3 +299,40 @@ def test_a_store_the_disk_cannot_hold_is_refused_in_one_line(folder, tmp_path, m
     with pytest.raises(ValueError, match=r"needs \d+ MiB in .* which has 0 MiB free: free space there"):
         stored(folder, tmp_path, log=lambda s: None)
     assert not list(tmp_path.iterdir())  # nothing left behind
+
+
+# ------------------------------------------------------------------------------- camera-sized photos
+def test_a_jpegs_size_is_read_from_its_frame_header():
+    for progressive in (False, True):
+        buf = io.BytesIO()
+        Image.fromarray(_photo(30, 52, 0)).save(buf, "JPEG", progressive=progressive)
+        assert jpeg_size(np.frombuffer(buf.getvalue(), dtype=np.uint8)) == (30, 52), progressive
+    with_exif = np.frombuffer(_jpeg_bytes(_photo(40, 24, 1), orientation=6), dtype=np.uint8)
+    assert jpeg_size(with_exif) == (40, 24)  # stored size, before the turn
+    assert jpeg_size(np.frombuffer(b"\xff\xd8\xff\xe0\x00\x02 not a jpeg", dtype=np.uint8)) is None
+
+
+def test_large_jpegs_on_the_cpu_decode_at_reduced_scale_as_the_cache_stores_them():
+    """A JPEG of four stored sides or more goes to PIL's reduced-scale decode: exactly the cache's pixels."""
+    from simsiam.data.cache import stored_pixels
+
+    blob = np.frombuffer(_jpeg_bytes(_photo(300, 400, 2), orientation=6), dtype=np.uint8)
+    (image, upright), = decode_batch([blob], ["big.jpg"], 3, SIDE, torch.device("cpu"))[0]
+    pixels, cache_upright = stored_pixels(blob.tobytes(), SIDE, 3, name="big.jpg")
+    assert upright == cache_upright and torch.equal(image, torch.from_numpy(pixels))
+
+
+def test_decoding_in_groups_bounded_in_bytes_gives_the_same_images(folder, tmp_path, monkeypatch):
+    store = stored(folder, tmp_path, log=lambda s: None)
+    blobs = store.read(range(len(store)))
+    whole, _ = decode_batch(blobs, store.paths, 3, SIDE, torch.device("cpu"))
+    calls = []
+    real = encoded_decode._batch_decode
+    monkeypatch.setattr(encoded_decode, "_batch_decode", lambda b, *a: calls.append(len(b)) or real(b, *a))
+    monkeypatch.setattr(encoded_decode, "DECODE_BYTES", 1)  # every image a group of its own
+    grouped, _ = decode_batch(blobs, store.paths, 3, SIDE, torch.device("cpu"))
+    assert len(calls) > 1 and max(calls) == 1
+    for a, b in zip(whole, grouped):
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert torch.equal(a[0], b[0]) and a[1] == b[1]

@@ -13,6 +13,14 @@ its longer side centre-cropped to ``cache.MAX_ASPECT``, laid landscape (a portra
 transposed) in a slot whose right edge repeats its last column, with its upright (height, width).
 The batched augmentation then works on it exactly as on a cached batch.
 
+Camera photos: torchvision decodes a JPEG at its full size (no DCT scaling), so a batch of 128
+twelve-megapixel photos would hold 4.6 GB of pixels at once and take four times longer than needed.
+Two bounds keep that in check. On the CPU a JPEG whose shorter side is at least four times the
+stored side is decoded by PIL at a reduced DCT scale (``decode.decode_image``, the decoded cache's
+own path: the same pixels as the cache), one image at a time. And the JPEGs handed to torchvision
+go in groups of at most :data:`DECODE_BYTES` of decoded pixels (their sizes read from each file's
+frame header), each group brought to the stored form before the next is decoded.
+
 What torchvision does not decode goes through ``decode.decode_image`` on the CPU, one image at a
 time: PNG, WebP, GIF, BMP, TIFF (not JPEGs), and any JPEG the batched call refuses (on the GPU:
 what nvJPEG does not support). A file that neither decodes is reported by name and left out.
@@ -38,6 +46,10 @@ from .errors import UnreadableImage
 JPEG_START = b"\xff\xd8\xff"  # SOI and the first marker: every JPEG starts so
 ORIENTATION = 0x0112  # the EXIF orientation tag
 HEADER_BYTES = 1 << 17  # where the EXIF segment must lie: APP segments are at most 64 KiB each, and come first
+DECODE_BYTES = 256 << 20  # decoded pixels held at once by one torchvision call (see the module's docstring)
+REDUCED_ON_CPU = 4  # on the CPU, JPEGs with a shorter side of this many stored sides or more go to PIL's draft
+# Start-of-frame markers (baseline, extended, progressive, lossless; Huffman or arithmetic): they hold the size.
+_FRAME_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
 @functools.lru_cache(maxsize=None)
@@ -75,6 +87,25 @@ def exif_orientation(blob: np.ndarray) -> int:
             return _tiff_orientation(data[pos + 10:pos + 2 + length])
         pos += 2 + length
     return 1
+
+
+def jpeg_size(blob: np.ndarray) -> Optional[tuple[int, int]]:
+    """A JPEG's stored (height, width) from its frame header, walked marker by marker as
+    :func:`exif_orientation` walks them; None when the header cannot be followed."""
+    pos, end = 2, len(blob)
+    while pos + 9 <= end and blob[pos] == 0xFF:
+        marker = int(blob[pos + 1])
+        if marker == 0xFF:
+            pos += 1
+            continue
+        if marker in (0xD9, 0xDA):
+            return None
+        if marker in _FRAME_MARKERS:
+            height = int(blob[pos + 5]) << 8 | int(blob[pos + 6])
+            width = int(blob[pos + 7]) << 8 | int(blob[pos + 8])
+            return (height, width) if height and width else None
+        pos += 2 + (int(blob[pos + 2]) << 8 | int(blob[pos + 3]))
+    return None
 
 
 def _tiff_orientation(tiff: bytes) -> int:
@@ -172,6 +203,22 @@ def _batch_decode(blobs: list[np.ndarray], gray: bool, device: torch.device) -> 
     return [None if x is None else upright(x, exif_orientation(b)) for x, b in zip(decoded, blobs)]
 
 
+def _groups(jpegs: list[int], sizes: dict[int, Optional[tuple[int, int]]], channels: int) -> list[list[int]]:
+    """``jpegs`` in order, cut so that each group's decoded pixels stay within DECODE_BYTES (an image
+    larger than that alone makes a group; one whose size is unknown counts as an eighth of it)."""
+    groups: list[list[int]] = [[]]
+    held = 0
+    for k in jpegs:
+        hw = sizes.get(k)
+        need = hw[0] * hw[1] * channels if hw else DECODE_BYTES // 8
+        if groups[-1] and held + need > DECODE_BYTES:
+            groups.append([])
+            held = 0
+        groups[-1].append(k)
+        held += need
+    return [g for g in groups if g]
+
+
 def decode_batch(blobs: Sequence[Optional[np.ndarray]], names: Sequence[str], channels: int, side: int,
                  device: torch.device) -> tuple[list[Optional[tuple[torch.Tensor, tuple[int, int]]]], list[str]]:
     """Each image of the batch in stored form with its upright size (``stored_form``), or None
@@ -179,18 +226,22 @@ def decode_batch(blobs: Sequence[Optional[np.ndarray]], names: Sequence[str], ch
     out: list = [None] * len(blobs)
     skipped: list[str] = []
     jpegs = [k for k, b in enumerate(blobs) if b is not None and bytes(b[:3]) == JPEG_START]
-    decoded = _batch_decode([blobs[k] for k in jpegs], channels == 1, device) if jpegs else []
-    by_position = dict(zip(jpegs, decoded))
+    sizes = {k: jpeg_size(blobs[k]) for k in jpegs}
+    if device.type == "cpu":  # large photos: PIL's reduced-scale decode, below, as the cache does
+        jpegs = [k for k in jpegs if not (sizes[k] and min(sizes[k]) >= REDUCED_ON_CPU * side)]
+    for group in _groups(jpegs, sizes, channels):
+        decoded = _batch_decode([blobs[k] for k in group], channels == 1, device)
+        for k, image in zip(group, decoded):
+            if image is not None:
+                out[k] = stored_form(image, side)
     mode = "L" if channels == 1 else "RGB"
     for k, blob in enumerate(blobs):
-        if blob is None:
-            continue  # the caller names it (bytes that failed their check)
-        image = by_position.get(k)
-        if image is None:
-            try:
-                image = _pil_pixels(blob, mode, side, names[k], device)
-            except UnreadableImage as err:
-                skipped.append(str(err))
-                continue
+        if blob is None or out[k] is not None:
+            continue  # None: the caller names it (bytes that failed their check)
+        try:
+            image = _pil_pixels(blob, mode, side, names[k], device)
+        except UnreadableImage as err:
+            skipped.append(str(err))
+            continue
         out[k] = stored_form(image, side)
     return out, skipped
