@@ -75,7 +75,7 @@ def file_checksum(path: str | os.PathLike) -> dict:
     return {"bytes": size, "crc32": crc}
 
 
-def read_index(index_path: Path) -> tuple[Optional[dict], str]:
+def read_index(index_path: Path, malformed=None) -> tuple[Optional[dict], str]:
     """``(index, "")``, or ``(None, why)`` when the file is missing (:data:`MISSING`), not JSON, or not an
     index of this format; ``why`` is the rest of a sentence that starts with the cache's name."""
     try:
@@ -85,7 +85,7 @@ def read_index(index_path: Path) -> tuple[Optional[dict], str]:
         return None, MISSING
     except (OSError, ValueError) as err:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         return None, f"has a damaged index, {index_path.name} ({type(err).__name__}: {str(err)[:80]})"
-    why = _malformed(index)
+    why = (malformed or _malformed)(index)  # another index's own checks (the encoded store's), or the cache's
     return (None, f"has a damaged index, {index_path.name} ({why})") if why else (index, "")
 
 

@@ -24,7 +24,6 @@ during the packing removes the temporary file. Files that cannot be read are rep
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -39,8 +38,9 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from ..parallel import distributed as dist
-from .cache import _stop_signals_end_the_decode, images_root  # Ctrl-C: as in the cache's decode
-from .cache_check import sources_fingerprint
+from . import cache_check
+from .cache import _stop_signals_end_the_decode, _write_index, images_root  # as the cache writes and stops
+from .cache_check import MISSING, sources_fingerprint
 from .decode import decode_image
 from .encoded_decode import decoder_unavailable
 from .errors import UnreadableImage
@@ -48,7 +48,6 @@ from .files import ImageFiles
 from .names import name_bytes
 
 FORMAT = 1  # the index's layout; in the store's name too, so an older store is never looked at
-MISSING = "has no index yet"
 
 
 def store_key(dataset: ImageFiles) -> str:
@@ -189,28 +188,10 @@ def _check_free_space(dataset: ImageFiles, root: Path) -> None:
                          "at another disk, or set data.pipeline=per_image to read the files as they are")
 
 
-def _write_index(index: dict, index_path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=index_path.parent, prefix=f".{index_path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as fh:
-            json.dump(index, fh)  # ASCII: a file name that is not UTF-8 keeps its surrogate escapes
-        os.replace(tmp, index_path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def read_index(index_path: Path) -> tuple[Optional[dict], str]:
-    """``(index, "")`` or ``(None, why)``, ``why`` the rest of a sentence that starts with the store's name."""
-    try:
-        index = json.loads(index_path.read_bytes().decode("ascii"))
-    except FileNotFoundError:
-        return None, MISSING
-    except (OSError, ValueError) as err:
-        return None, f"has a damaged index, {index_path.name} ({type(err).__name__}: {str(err)[:80]})"
-    why = _malformed(index)
-    return (None, f"has a damaged index, {index_path.name} ({why})") if why else (index, "")
+    """``(index, "")`` or ``(None, why)``, ``why`` the rest of a sentence that starts with the store's name:
+    read as the cache's index is, checked by this store's own :func:`_malformed`."""
+    return cache_check.read_index(index_path, _malformed)
 
 
 def _malformed(index) -> str:
