@@ -245,3 +245,20 @@ def decode_batch(blobs: Sequence[Optional[np.ndarray]], names: Sequence[str], ch
             continue
         out[k] = stored_form(image, side)
     return out, skipped
+
+
+def decode_into_slots(blobs: Sequence[Optional[np.ndarray]], names: Sequence[str], channels: int, side: int,
+                      device: torch.device, size: int = 0
+                      ) -> tuple[Optional[tuple[torch.Tensor, Optional[torch.Tensor], list[int]]], list[str]]:
+    """A batch's bytes as one uint8 batch of slots with sizes (``into_slots``), the images that could
+    not be decoded replaced by repeats of decoded ones so that the batch keeps its size -- ``size``,
+    else ``len(blobs)`` -- (as ``loaders._collate`` explains), and ``fill``: the batch position each slot came from. None
+    instead when no image decodes; and the lines naming what could not be."""
+    decoded, skipped = decode_batch(blobs, names, channels, side, device)
+    good = [k for k, item in enumerate(decoded) if item is not None]
+    if not good:
+        return None, skipped
+    fill = [good[k % len(good)] for k in range(size or len(blobs))]
+    images, sizes = into_slots([decoded[k][0] for k in fill], [decoded[k][1] for k in fill], side)
+    return (images, sizes, fill), skipped
+

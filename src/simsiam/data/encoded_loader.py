@@ -19,7 +19,7 @@ import torch
 from ..augment import BatchAugment
 from ..config import Config
 from ..parallel import distributed as dist
-from .encoded_decode import decode_batch, into_slots
+from .encoded_decode import decode_into_slots
 from .encoded_store import EncodedImages
 from .sampler import epoch_seed, local_batch_size, unusable_anywhere
 
@@ -71,15 +71,13 @@ class EncodedBatchLoader:
     def _batch(self, idx: list[int], gen: torch.Generator) -> dict:
         d = self.dataset
         blobs = d.read(idx)
-        decoded, skipped = decode_batch(blobs, [d.paths[i] for i in idx], d.channels, self.side, self.device)
+        slots, skipped = decode_into_slots(blobs, [d.paths[i] for i in idx], d.channels, self.side, self.device)
         skipped = [d.damaged(i) for i, blob in zip(idx, blobs) if blob is None] + skipped
-        good = [k for k, item in enumerate(decoded) if item is not None]
-        if not good:
+        if slots is None:
             self._draw_only(gen)
             empty = torch.zeros(0, dtype=torch.long, device=self.device)
             return {"views": None, "labels": empty, "index": empty, "skipped": skipped}
-        fill = [good[k % len(good)] for k in range(len(idx))]  # unreadable ones replaced by repeats of readable ones
-        x, sizes = into_slots([decoded[k][0] for k in fill], [decoded[k][1] for k in fill], self.side)
+        x, sizes, fill = slots  # unreadable ones replaced by repeats of readable ones
         views = tuple(self.augment(x, gen, sizes) for _ in range(self.num_views))
         index = torch.tensor([idx[k] for k in fill], dtype=torch.int64)
         return {"views": views, "labels": self.labels[index].to(self.device), "index": index.to(self.device),

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..augment import BatchAugment, build_view_transform
 from ..config import Config
 from ..parallel import distributed as dist
-from .encoded_decode import decode_batch, decoder_unavailable, into_slots
+from .encoded_decode import decode_into_slots, decoder_unavailable
 from .encoded_loader import EncodedBatchLoader
 from .encoded_store import EncodedImages
 from .errors import UnreadableImage
@@ -243,11 +243,10 @@ class ShardViewLoader:
         gen = torch.Generator(device=self.device).manual_seed(epoch_seed(self.seed, epoch, 1 + dist.rank()))
         self._pass_over(gen, start_batch)
         for batch in self.loader:
-            decoded, unreadable = decode_batch(batch.pop("blobs"), batch.pop("names"), self.channels, self.side,
-                                               self.device)
+            slots, unreadable = decode_into_slots(batch.pop("blobs"), batch.pop("names"), self.channels, self.side,
+                                                  self.device, size=self.batch)
             batch["skipped"] += unreadable
-            good = [k for k, item in enumerate(decoded) if item is not None]
-            unusable = not good
+            unusable = slots is None
             if dist.is_enabled() and unusable_anywhere(unusable):
                 unusable = True  # every rank leaves this step out, or the others would wait in DDP for ever
             if unusable:
@@ -256,8 +255,7 @@ class ShardViewLoader:
                 continue
             # What was left out (in the worker or here) is replaced by repeats of readable images: the
             # step keeps its configured batch size, as ``_collate`` explains.
-            fill = [good[k % len(good)] for k in range(self.batch)]
-            images, sizes = into_slots([decoded[k][0] for k in fill], [decoded[k][1] for k in fill], self.side)
+            images, sizes, fill = slots
             keep = torch.tensor(fill, dtype=torch.long)
             yield {**batch, "labels": batch["labels"][keep], "index": batch["index"][keep],
                    "views": tuple(self.augment(images, gen, sizes) for _ in range(self.num_views))}
