@@ -108,3 +108,14 @@ def test_the_config_puts_a_cached_folder_on_the_batched_pipeline(tmp_path, overr
     if batched:
         views = next(iter(loader.epoch(0)))["views"]
         assert views[0].shape == (4, 3, 12, 12)
+
+
+def test_decode_chunks_keep_every_process_busy_on_a_small_folder():
+    """A small folder of large photos is handed out in small chunks (at least 8 a process, so the
+    last chunks balance the processes); a large folder in chunks of 64 (fewer round trips)."""
+    from simsiam.data.cache import decode_chunk
+
+    assert decode_chunk(202, 2) == 12
+    assert decode_chunk(202, 2) * 8 * 2 <= 202
+    assert decode_chunk(100_000, 2) == 64
+    assert decode_chunk(5, 2) == 1 and decode_chunk(0, 0) == 1
