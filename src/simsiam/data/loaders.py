@@ -201,7 +201,7 @@ class ShardViewLoader:
         self.seed = cfg.run.seed
         self.device = device
         self.shards = len(dataset.shard_paths)
-        self.workers = cfg.data.num_workers if cfg.data.num_workers >= 0 else default_workers()
+        self.workers = cfg.data.num_workers if cfg.data.num_workers >= 0 else shard_workers(pipeline, device)
         if len(dataset) < self.global_batch:
             raise ValueError(f"the dataset has {len(dataset)} training images, fewer than one batch "
                              f"(optim.batch_size={self.global_batch}); lower the batch size")
@@ -266,6 +266,16 @@ class ShardViewLoader:
         sizes = torch.full((self.batch, 2), self.side, dtype=torch.int64)
         for _ in range(batches * self.num_views):
             self.augment.sample_params(self.batch, gen, self.device, image_sizes=sizes)
+
+
+def shard_workers(pipeline: str, device: torch.device) -> int:
+    """DataLoader workers for shards when ``data.num_workers`` is not given. The batched pipeline on
+    a CPU reads in the main process (0): what a worker has left to do there, reading the tar through
+    its index, is about 1 ms a batch, while a worker process running beside a step that has every
+    core makes the step's threads wait for the one that lost its core -- on 2 cores one worker cost
+    the Tiny-ImageNet step 8-10% (docs/PERFORMANCE.md). Elsewhere (a GPU step, per-image transforms)
+    the workers of :func:`default_workers`."""
+    return 0 if pipeline == "batched" and device.type == "cpu" else default_workers()
 
 
 def _shard_pipeline(pipeline: str) -> str:

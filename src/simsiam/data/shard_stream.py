@@ -112,12 +112,11 @@ class ShardStream(IterableDataset):
                 errors.append(f"{type(exn).__name__}: {exn.args[0] if exn.args else exn}")
                 return True  # go on: the positions left are reported as skipped
 
-            position = 0
-            for sample in read_shard(path, on_error):
+            position = first
+            for sample in read_shard(path, on_error, first):
                 if position >= end:
                     break
-                if position >= first:
-                    yield self.offsets[s] + position, sample
+                yield self.offsets[s] + position, sample
                 position += 1
             for missing in range(max(position, first), end):
                 why = errors[-1] if errors else "it holds fewer images than shards.json says"

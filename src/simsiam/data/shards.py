@@ -14,9 +14,13 @@ last: a folder with ``shards.json`` is complete.
 """
 from __future__ import annotations
 
+import contextlib
+import io
+import itertools
 import json
 import os
 import random
+import tarfile
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator, Optional
@@ -176,8 +180,62 @@ def load_shards(split: str, data_dir: Optional[str] = None) -> ShardedImages:
     return ShardedImages(str(index_path.parent), index["shards"], index.get("classes", []))
 
 
-def read_shard(path: str, on_error: Callable[[Exception], bool]) -> Iterator[dict]:
-    """The samples of one shard in stored order (``{"__key__", "jpg", "cls", ...}``), by WebDataset's
-    tar reader; a read error is handed to ``on_error`` (which returns True to go on)."""
+def read_shard(path: str, on_error: Callable[[Exception], bool], first: int = 0) -> Iterator[dict]:
+    """The samples of one shard in stored order (``{"__key__", "jpg", "cls", ...}``) from its
+    ``first`` on. A whole shard is read through WebDataset's memory-mapped tar index (``wids``);
+    one that the index refuses (damaged, not a tar) or where ``wids`` is missing, by WebDataset's
+    streaming tar reader, which reads what it can and hands each error to ``on_error`` (which
+    returns True to go on)."""
     wds = webdataset()
-    return wds.tarfile_samples([{"url": path}], handler=on_error)
+    tar = _indexed_tar(path)
+    if tar is None:
+        return itertools.islice(wds.tarfile_samples([{"url": path}], handler=on_error), first, None)
+    return _indexed_samples(tar, path, first, wds.tariterators.base_plus_ext)
+
+
+def _indexed_tar(path: str):
+    """``wids``' index of the tar at ``path`` (each member's name, offset and size, from one walk
+    over the headers of the memory-mapped file), or None where ``wids`` is not installed or the
+    file is not a tar it indexes whole. Why: the streaming reader parses each header in Python's
+    ``tarfile``, some 55 us a sample on Tiny-ImageNet's shards against 6.5 here
+    (docs/PERFORMANCE.md), and on 2 cores that reading competes with the training step."""
+    try:
+        from wids.wids_mmtar import MMIndexedTar
+    except ImportError:
+        return None
+    try:
+        with open(path, "rb") as fh:  # the first header's checksum: random bytes are not taken for a tar
+            tarfile.TarInfo.frombuf(fh.read(tarfile.BLOCKSIZE), "utf-8", "surrogateescape")
+        with contextlib.redirect_stdout(io.StringIO()):  # wids prints a header it cannot parse; it also raises
+            tar = MMIndexedTar(path, verbose=False)
+    except Exception:
+        return None
+    if tar.by_index:
+        _, offset, size = tar.by_index[-1]
+        if offset + tarfile.BLOCKSIZE + size > len(tar.mmapped_file):  # the file ends inside its last member
+            tar.close()
+            return None
+    return tar
+
+
+def _indexed_samples(tar, path: str, first: int, split_name: Callable) -> Iterator[dict]:
+    """The members of an indexed tar grouped into samples by key (WebDataset's rule: the name up to
+    the first dot of its base name), the ones before ``first`` counted but not copied."""
+    try:
+        position, key, sample = -1, None, None
+        for name, offset, size in tar.by_index:
+            prefix, suffix = split_name(name)
+            if prefix is None:
+                continue
+            if prefix != key:
+                if sample:
+                    yield sample
+                key, position = prefix, position + 1
+                sample = {"__key__": prefix, "__url__": path} if position >= first else None
+            if sample is not None:
+                start = offset + tarfile.BLOCKSIZE
+                sample[suffix.lower()] = tar.mmapped_file[start:start + size]
+        if sample:
+            yield sample
+    finally:
+        tar.close()
