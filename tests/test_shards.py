@@ -33,7 +33,7 @@ from simsiam.data.encoded_decode import decode_batch, into_slots  # noqa: E402
 from simsiam.data.files import ImageFiles  # noqa: E402
 from simsiam.data.loaders import ShardViewLoader, build_train_loader, epoch_seed  # noqa: E402
 from simsiam.data.shard_stream import stream_pieces, worker_block  # noqa: E402
-from simsiam.data.shards import PACK_SEED, labelled_files, pack  # noqa: E402
+from simsiam.data.shards import PACK_SEED, _indexed_tar, labelled_files, pack, read_shard  # noqa: E402
 
 CLASSES = ("ant", "bee", "cat")
 
@@ -87,6 +87,55 @@ def test_pack_writes_shards_of_the_webdataset_layout(shards):
     with tarfile.open(shards / "shard-000000.tar") as tar:
         labels = {int(tar.extractfile(n).read()) for n in tar.getnames() if n.endswith(".cls")}
     assert len(labels) > 1
+
+
+def _streamed(path: Path) -> list[dict]:
+    """The shard's samples as WebDataset's streaming tar reader gives them (``__url__`` aside)."""
+    import webdataset as wds
+
+    samples = wds.tarfile_samples([{"url": str(path)}], handler=lambda exn: True)
+    return [{k: v for k, v in s.items() if k != "__url__"} for s in samples]
+
+
+def _read(path: Path, first: int = 0, errors: list | None = None) -> list[dict]:
+    def on_error(exn):
+        (errors if errors is not None else []).append(exn)
+        return True
+
+    return [{k: v for k, v in s.items() if k != "__url__"} for s in read_shard(str(path), on_error, first)]
+
+
+def test_the_indexed_reader_gives_the_streaming_readers_samples(shards):
+    pytest.importorskip("wids")
+    path = shards / "shard-000001.tar"
+    tar = _indexed_tar(str(path))
+    assert tar is not None and len(tar) == 20  # read through the index: image and label of 10 samples
+    tar.close()
+    streamed = _streamed(path)
+    assert len(streamed) == 10 and all(set(s) == {"__key__", "jpg", "cls"} for s in streamed)
+    for first in (0, 3, 10):  # from the first sample, from inside the shard, past its end
+        assert _read(path, first) == streamed[first:]
+
+
+def test_a_tar_cut_short_or_not_a_tar_goes_to_the_streaming_reader(shards, tmp_path):
+    whole = (shards / "shard-000000.tar").read_bytes()
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(whole[:len(whole) // 2 // 512 * 512 + 700])  # inside a member, past a header
+    assert _indexed_tar(str(cut)) is None
+    errors: list = []
+    got = _read(cut, 0, errors)
+    assert got == _streamed(cut) and 0 < len(got) < 10 and errors
+    assert got[:-1] == _streamed(shards / "shard-000000.tar")[:len(got) - 1]  # the last may be a part
+    junk = tmp_path / "junk.tar"
+    junk.write_bytes(b"this is not a tar file\n" * 100)
+    assert _indexed_tar(str(junk)) is None
+
+
+def test_without_wids_the_streaming_reader_reads_the_shards(shards, monkeypatch):
+    monkeypatch.setitem(sys.modules, "wids.wids_mmtar", None)  # its import fails, as when not installed
+    path = shards / "shard-000002.tar"
+    assert _indexed_tar(str(path)) is None
+    assert _read(path, 4) == _streamed(path)[4:]
 
 
 def test_pack_refuses_to_overwrite_and_names_a_missing_folder(shards, tmp_path, capsys):
@@ -252,6 +301,14 @@ def test_bad_members_and_bad_shards_are_skipped_with_a_line_naming_them(shards, 
     assert sum("shard-000001.tar" in s and "no .cls label" in s for s in skipped) == 1
     assert sum("shard-000003.tar" in s and "not a readable tar" in s for s in skipped) == 10
     assert all("\n" not in s for s in skipped)
+
+
+def test_on_a_cpu_the_batched_pipeline_reads_the_shards_in_the_main_process(shards):
+    from simsiam.data.loaders import default_workers
+
+    assert loader_for(shards_cfg(shards, workers=-1)).workers == 0
+    assert loader_for(shards_cfg(shards, workers=-1, pipeline="per_image")).workers == default_workers()
+    assert loader_for(shards_cfg(shards, workers=2)).workers == 2  # data.num_workers given: kept
 
 
 def test_config_refusals_and_a_missing_index(shards, tmp_path, capsys):

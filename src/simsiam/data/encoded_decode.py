@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import functools
 import io
-import os
-from concurrent.futures import ThreadPoolExecutor
 from typing import Optional, Sequence
 
 import numpy as np
@@ -189,31 +187,6 @@ def _pil_pixels(blob: np.ndarray, mode: str, side: int, name: str, device: torch
     return torch.from_numpy(np.ascontiguousarray(pixels)).to(device)
 
 
-@functools.lru_cache(maxsize=None)
-def _decode_pool(pid: int, threads: int) -> ThreadPoolExecutor:
-    """Threads for the CPU decode, one pool per process (keyed by ``pid``: a forked child has none of
-    its parent's threads) and thread count."""
-    return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="simsiam-decode")
-
-
-def _decode_jpegs(tensors: list[torch.Tensor], mode, device: torch.device) -> list[torch.Tensor]:
-    """torchvision's ``decode_jpeg`` of the list, on the CPU split over torch's intra-op threads
-    (the step is not running meanwhile: they would idle). torchvision decodes a list on the CPU one
-    image after the other; libjpeg-turbo lets go of Python's lock while it decodes, so two threads
-    took a Tiny-ImageNet batch of 128 in 3.4-4.3 ms against 5.2-5.5 (docs/PERFORMANCE.md). One bad
-    file fails the call, as one call would."""
-    from torchvision.io import decode_jpeg
-
-    threads = min(torch.get_num_threads(), len(tensors) // 16) if device.type == "cpu" else 1
-    if threads < 2:
-        return list(decode_jpeg(tensors, mode=mode, device=device))
-    size = -(-len(tensors) // threads)
-    parts = _decode_pool(os.getpid(), threads).map(
-        lambda part: decode_jpeg(part, mode=mode, device=device),
-        [tensors[i:i + size] for i in range(0, len(tensors), size)])
-    return [image for part in parts for image in part]
-
-
 def _batch_decode(blobs: list[np.ndarray], gray: bool, device: torch.device) -> list[Optional[torch.Tensor]]:
     """Upright uint8 (C, h, w) on ``device`` for each JPEG, in one call; where that call fails (one
     bad file fails it all), one call per image; None for the ones torchvision cannot decode."""
@@ -222,7 +195,7 @@ def _batch_decode(blobs: list[np.ndarray], gray: bool, device: torch.device) -> 
     mode = ImageReadMode.GRAY if gray else ImageReadMode.RGB
     tensors = [torch.from_numpy(b) for b in blobs]
     try:
-        decoded: list[Optional[torch.Tensor]] = _decode_jpegs(tensors, mode, device)
+        decoded: list[Optional[torch.Tensor]] = list(decode_jpeg(tensors, mode=mode, device=device))
     except RuntimeError:
         decoded = []
         for t in tensors:

@@ -210,9 +210,10 @@ def _indexed_tar(path: str):
             tar = MMIndexedTar(path, verbose=False)
     except Exception:
         return None
-    if tar.by_index:
+    if tar.by_index:  # whole: the last member's padded data, then the zero block that ends an archive
         _, offset, size = tar.by_index[-1]
-        if offset + tarfile.BLOCKSIZE + size > len(tar.mmapped_file):  # the file ends inside its last member
+        end = offset + tarfile.BLOCKSIZE + -(-size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+        if tar.mmapped_file[end:end + tarfile.BLOCKSIZE] != bytes(tarfile.BLOCKSIZE):
             tar.close()
             return None
     return tar
