@@ -183,14 +183,15 @@ def _delivered(loader: DataLoader, device: torch.device) -> Iterator[dict]:
 
 
 class ShardViewLoader:
-    """WebDataset shards streamed by DataLoader workers, each rank and worker reading its own images
-    (``shard_stream.py``). ``pipeline="batched"``: the workers only read the tars and hand on each
-    batch's bytes; the main process decodes them in one call on the training device into the
+    """WebDataset shards streamed, each rank and DataLoader worker reading its own images
+    (``shard_stream.py``; on a CPU the batched pipeline reads in the main process: :func:`shard_workers`).
+    ``pipeline="batched"``: the reading only hands on each batch's bytes; the main process decodes
+    them in one call on the training device into the
     decoded cache's stored form (shorter side at ``data.cache_side`` or the image size, whole up to
     4:3; ``encoded_decode.py``, as :class:`EncodedBatchLoader`) and makes the views with
     ``BatchAugment``, drawn from one generator per (seed, epoch, rank) as :class:`BatchedViewLoader`
-    draws them. Reading overlaps the step; the batched decode costs the main process less than
-    PIL's one image at a time cost the workers, on the same cores (docs/PERFORMANCE.md).
+    draws them. The batched decode costs the main process less than PIL's one image at a time cost
+    the workers, on the same cores (docs/PERFORMANCE.md).
     ``"per_image"``: the workers run the per-image transforms (the reference)."""
 
     def __init__(self, dataset: ShardedImages, cfg: Config, num_views: int, device: torch.device,

@@ -8,8 +8,9 @@ worker know, before reading a byte, which images are its own in an epoch (``shar
 Packing draws the images in a seeded random order, so that each shard -- and so each stretch of
 the stream a worker reads -- mixes all classes instead of holding one.
 
-The tar files are written and read by the ``webdataset`` library (an optional extra,
-``requirements-extras.txt``). Every file is written under a temporary name and renamed, the index
+The tar files are written by the ``webdataset`` library and read by its indexed tar reader
+(``wids``, from the same project) or, where that is missing or a shard is damaged, by its
+streaming reader (optional extras, ``requirements-extras.txt``). Every file is written under a temporary name and renamed, the index
 last: a folder with ``shards.json`` is complete.
 """
 from __future__ import annotations
