@@ -30,7 +30,7 @@ class DataConfig:
     # memory-mapped store, decoded in batches by torchvision: data/encoded_store.py), "auto" (batched
     # where the data fit in memory or the decoded cache, else encoded, else per-image; shards: batched)
     pipeline: str = "auto"
-    num_workers: int = -1  # DataLoader workers (per-image pipeline, shards' decode); -1: chosen from the machine
+    num_workers: int = -1  # DataLoader workers (per-image pipeline, shards' reading); -1: chosen from the machine and device
     # How the batched pipeline computes views on CPU: "native" (a C kernel built on first use,
     # augment/native.py), "torch" (tensor ops, as on GPU), "auto" (native where a C compiler works)
     augment_kernel: str = "auto"

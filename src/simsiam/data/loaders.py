@@ -7,9 +7,9 @@
   no PIL: on CPU every core goes to the model, on GPU the augmentation is nearly free.
 - :class:`PerImageViewLoader`: the reference path -- PIL/torchvision transforms per image in
   DataLoader workers, as the official code runs. Needed for file folders.
-- :class:`ShardViewLoader`: WebDataset shards streamed in DataLoader workers (``shard_stream.py``):
-  data that need no random access, nor one disk. By default the workers only read the tars, and
-  the main process decodes each batch of bytes as :class:`EncodedBatchLoader` does and makes its
+- :class:`ShardViewLoader`: WebDataset shards streamed (``shard_stream.py``): data that need no
+  random access, nor one disk. By default the tars are only read (in the main process on a CPU, in
+  DataLoader workers on a GPU), and the main process decodes each batch of bytes as :class:`EncodedBatchLoader` does and makes its
   views as :class:`BatchedViewLoader` does; ``data.pipeline=per_image`` runs the per-image
   transforms in the workers instead.
 
