@@ -148,6 +148,10 @@ def _decode_one(job: tuple[str, int, int]) -> tuple[Optional[np.ndarray], tuple[
         return None, (0, 0), str(err)
 
 
+def _decode_many(jobs: list[tuple[str, int, int]]) -> list:
+    return [_decode_one(job) for job in jobs]
+
+
 def _quiet_worker() -> None:
     """A decoding process: Ctrl-C (sent to the terminal's whole process group) is the parent's to
     handle -- it ends the workers; a worker's own KeyboardInterrupt would print a traceback each."""
@@ -211,15 +215,24 @@ def build(dataset: ImageFiles, side: int, images_path: Path, workers: int, progr
         with tqdm(total=n, desc=f"decoding {dataset.name} at {side}px", unit="img", disable=not progress) as bar, \
                 ProcessPoolExecutor(max_workers=workers, initializer=_quiet_worker) as pool:
             try:
-                chunks = pool.map(_decode_one, jobs, chunksize=decode_chunk(n, workers))
-                for i, (pixels, upright, why) in enumerate(chunks):
-                    if pixels is None:
-                        unreadable.append(why)
-                    else:
-                        fill_slot(out[len(kept)], pixels)
-                        kept.append(i)
-                        sizes.append(upright)
-                    bar.update()
+                # Chunks submitted one by one rather than through ``pool.map``: map's iterator cancels
+                # the pending futures when an interrupt passes through it, and Python 3.11's pool
+                # then raises InvalidStateError in its own thread as it fails those same futures
+                # (a traceback under the interrupted command's line; with smaller chunks, often).
+                size = decode_chunk(n, workers)
+                chunks = [pool.submit(_decode_many, jobs[at:at + size]) for at in range(0, n, size)]
+                i = 0
+                for chunk in chunks:
+                    results = chunk.result()
+                    for pixels, upright, why in results:
+                        if pixels is None:
+                            unreadable.append(why)
+                        else:
+                            fill_slot(out[len(kept)], pixels)
+                            kept.append(i)
+                            sizes.append(upright)
+                        i += 1
+                    bar.update(len(results))
             except BaseException:
                 _stop_workers(pool)
                 raise
