@@ -13,8 +13,8 @@ Public API::
 Where things live: docs/ARCHITECTURE.md.
 
 The names are imported on first use (PEP 562): ``import simsiam`` alone does not import torch, so
-the command line (``simsiam.entry``) starts before the seconds that torch takes, and a Ctrl-C
-during them ends it with one line instead of a traceback.
+the command line sets its Ctrl-C handling (``cli.main``) before the seconds that torch takes, and
+a Ctrl-C during them ends it with one line instead of a traceback.
 """
 from __future__ import annotations
 

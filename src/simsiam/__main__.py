@@ -1,6 +1,6 @@
 """``python -m simsiam`` (and ``torchrun -m simsiam``) run the command line."""
 import sys
 
-from .entry import main
+from .cli import main
 
 sys.exit(main())
