@@ -11,20 +11,40 @@ Public API::
     run = import_checkpoint("checkpoint_0099.pth.tar", "official", "runs/official").run_dir  # others' weights
 
 Where things live: docs/ARCHITECTURE.md.
+
+The names are imported on first use (PEP 562): ``import simsiam`` alone does not import torch, so
+the command line sets its Ctrl-C handling (``cli.main``) before the seconds that torch takes, and
+a Ctrl-C during them ends it with one line instead of a traceback.
 """
-from .config import Config, ConfigError, apply_overrides
-from .config.presets import PRESETS, get_preset
-from .downstream import FinetuneRecipe, finetune
-from .eval.classifier import load_classifier
-from .eval.predict import predict_folder
-from .eval.pretrained import knn_evaluate, load_pretrained
-from .interop import import_checkpoint
-from .resolve import resolve
-from .train.pretrain import RunResult, TrainingDiverged, pretrain
+from __future__ import annotations
+
+import importlib
+
 from .version import __version__
 
-__all__ = [
-    "__version__", "Config", "ConfigError", "apply_overrides", "resolve", "PRESETS", "get_preset",
-    "pretrain", "RunResult", "TrainingDiverged", "load_pretrained", "knn_evaluate", "finetune", "FinetuneRecipe",
-    "load_classifier", "predict_folder", "import_checkpoint",
-]
+# public name -> the module (relative to this package) that defines it
+_WHERE = {
+    "Config": ".config", "ConfigError": ".config", "apply_overrides": ".config",
+    "PRESETS": ".config.presets", "get_preset": ".config.presets",
+    "FinetuneRecipe": ".downstream", "finetune": ".downstream",
+    "load_classifier": ".eval.classifier",
+    "predict_folder": ".eval.predict",
+    "knn_evaluate": ".eval.pretrained", "load_pretrained": ".eval.pretrained",
+    "import_checkpoint": ".interop",
+    "resolve": ".resolve",
+    "RunResult": ".train.pretrain", "TrainingDiverged": ".train.pretrain", "pretrain": ".train.pretrain",
+}
+
+__all__ = ["__version__", *_WHERE]
+
+
+def __getattr__(name: str):
+    if name not in _WHERE:
+        raise AttributeError(f"module 'simsiam' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name], __name__), name)
+    globals()[name] = value  # found once; later lookups do not come here
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE))

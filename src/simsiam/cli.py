@@ -44,19 +44,25 @@ TORCHRUN_COMMANDS = ("pretrain", "knn")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    args = parse_args(argv)
-    from .parallel.distributed import launched_by_torchrun
-    from .train.allocator import keep_freed_memory
-
-    keep_freed_memory()  # before any tensor: every command's large temporaries are reused, not re-faulted
-
-    if launched_by_torchrun() and args.command not in TORCHRUN_COMMANDS:
-        if os.environ.get("RANK") == "0":
-            print(f"simsiam {args.command}: error: this command runs in one process; launch it without torchrun "
-                  f"(`simsiam {args.command} ...`). Under torchrun: {', '.join(TORCHRUN_COMMANDS)}", file=sys.stderr)
-        return 2
+    # torch is imported from here on, under a Ctrl-C guard: it takes seconds, and ``import simsiam``
+    # does not import it (the package's names are lazy), so a Ctrl-C meanwhile ends in one line.
+    try:
+        args = parse_args(argv)  # the commands' parsers import torch
+    except KeyboardInterrupt:
+        print("simsiam: interrupted while starting; nothing was done", file=sys.stderr)
+        return 130
     interrupts = _Interrupts().install()
     try:
+        from .parallel.distributed import launched_by_torchrun
+        from .train.allocator import keep_freed_memory
+
+        keep_freed_memory()  # before any tensor: every command's large temporaries are reused, not re-faulted
+        if launched_by_torchrun() and args.command not in TORCHRUN_COMMANDS:
+            if os.environ.get("RANK") == "0":
+                print(f"simsiam {args.command}: error: this command runs in one process; launch it without "
+                      f"torchrun (`simsiam {args.command} ...`). Under torchrun: {', '.join(TORCHRUN_COMMANDS)}",
+                      file=sys.stderr)
+            return 2
         return int(args.run(args) or 0)
     except BrokenPipeError:
         # The reader went away (`simsiam presets | head`): nothing is wrong, and there is no one to tell.
@@ -75,9 +81,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"simsiam {args.command}: error: {_rank_prefix()}{line}", file=sys.stderr)
         return 2
     finally:
-        from .parallel.distributed import cleanup
-
-        cleanup()  # under torchrun: release the process group the command started (no-op otherwise)
+        distributed = sys.modules.get(f"{__package__}.parallel.distributed")  # None: interrupted before it
+        if distributed is not None:
+            distributed.cleanup()  # under torchrun: release the process group the command started (no-op otherwise)
         interrupts.uninstall()
 
 
