@@ -526,6 +526,9 @@ def _cache_names_and_interrupt_cases(t: Table, work: Path) -> None:
               f"files in --out: {sorted(p.name for p in out.iterdir())}, index.csv "
               f"{'as it was' if (out / 'index.csv').read_text() == 'an earlier embedding' + chr(10) else 'CHANGED'}"
               + ("; a traceback" if "Traceback" in proc.stderr or "Exception ignored" in proc.stderr else "")))
+    proc = _ctrl_c_when(["presets"], "", delay=0.3)  # 0.3 s in: torch (seconds to import) is loading
+    t.add(Row("Ctrl-C while a command is still starting (torch loading)", "simsiam presets; Ctrl-C 0.3 s in",
+              proc.returncode, last_line(proc), "a traceback" if "Traceback" in proc.stderr else "no traceback"))
 
 
 def _trained(proc) -> str:
