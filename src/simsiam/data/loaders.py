@@ -9,7 +9,8 @@
   DataLoader workers, as the official code runs. Needed for file folders.
 - :class:`ShardViewLoader`: WebDataset shards streamed (``shard_stream.py``): data that need no
   random access, nor one disk. By default the tars are only read (in the main process on a CPU, in
-  DataLoader workers on a GPU), and the main process decodes each batch of bytes as :class:`EncodedBatchLoader` does and makes its
+  DataLoader workers on a GPU), and the main process decodes each batch of bytes as
+  :class:`EncodedBatchLoader` does and makes its
   views as :class:`BatchedViewLoader` does; ``data.pipeline=per_image`` runs the per-image
   transforms in the workers instead.
 
@@ -184,10 +185,10 @@ def _delivered(loader: DataLoader, device: torch.device) -> Iterator[dict]:
 
 class ShardViewLoader:
     """WebDataset shards streamed, each rank and DataLoader worker reading its own images
-    (``shard_stream.py``; on a CPU the batched pipeline reads in the main process: :func:`shard_workers`).
-    ``pipeline="batched"``: the reading only hands on each batch's bytes; the main process decodes
-    them in one call on the training device into the
-    decoded cache's stored form (shorter side at ``data.cache_side`` or the image size, whole up to
+    (``shard_stream.py``; on a CPU the batched pipeline reads in the main process:
+    :func:`shard_workers`). ``pipeline="batched"``: the reading only hands on each batch's bytes;
+    the main process decodes them in one call on the training device into the decoded cache's
+    stored form (shorter side at ``data.cache_side`` or the image size, whole up to
     4:3; ``encoded_decode.py``, as :class:`EncodedBatchLoader`) and makes the views with
     ``BatchAugment``, drawn from one generator per (seed, epoch, rank) as :class:`BatchedViewLoader`
     draws them. The batched decode costs the main process less than PIL's one image at a time cost
@@ -273,9 +274,9 @@ def shard_workers(pipeline: str, device: torch.device) -> int:
     """DataLoader workers for shards when ``data.num_workers`` is not given. The batched pipeline on
     a CPU reads in the main process (0): what a worker has left to do there, reading the tar through
     its index, is about 1 ms a batch, while a worker process running beside a step that has every
-    core makes the step's threads wait for the one that lost its core -- on 2 cores one worker cost
-    the Tiny-ImageNet step 8-10% (docs/PERFORMANCE.md). Elsewhere (a GPU step, per-image transforms)
-    the workers of :func:`default_workers`."""
+    core makes the step's threads wait for the one that lost its core -- on 2 cores the step's own
+    operations took twice as long beside one worker (docs/PERFORMANCE.md). Elsewhere (a GPU step,
+    per-image transforms) the workers of :func:`default_workers`."""
     return 0 if pipeline == "batched" and device.type == "cpu" else default_workers()
 
 

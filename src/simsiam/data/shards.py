@@ -10,8 +10,8 @@ the stream a worker reads -- mixes all classes instead of holding one.
 
 The tar files are written by the ``webdataset`` library and read by its indexed tar reader
 (``wids``, from the same project) or, where that is missing or a shard is damaged, by its
-streaming reader (optional extras, ``requirements-extras.txt``). Every file is written under a temporary name and renamed, the index
-last: a folder with ``shards.json`` is complete.
+streaming reader (optional extras, ``requirements-extras.txt``). Every file is written under a
+temporary name and renamed, the index last: a folder with ``shards.json`` is complete.
 """
 from __future__ import annotations
 
