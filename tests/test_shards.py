@@ -33,7 +33,7 @@ from simsiam.data.encoded_decode import decode_batch, into_slots  # noqa: E402
 from simsiam.data.files import ImageFiles  # noqa: E402
 from simsiam.data.loaders import ShardViewLoader, build_train_loader, epoch_seed  # noqa: E402
 from simsiam.data.shard_stream import stream_pieces, worker_block  # noqa: E402
-from simsiam.data.shards import PACK_SEED, _indexed_tar, labelled_files, pack, read_shard  # noqa: E402
+from simsiam.data.shards import PACK_SEED, _indexed_tar, labelled_files, pack, read_shard, shard_reader  # noqa: E402
 
 CLASSES = ("ant", "bee", "cat")
 
@@ -108,6 +108,7 @@ def _read(path: Path, first: int = 0, errors: list | None = None) -> list[dict]:
 def test_the_indexed_reader_gives_the_streaming_readers_samples(shards):
     pytest.importorskip("wids")
     path = shards / "shard-000001.tar"
+    assert shard_reader() == "through their tar index (wids)"
     tar = _indexed_tar(str(path))
     assert tar is not None and len(tar) == 20  # read through the index: image and label of 10 samples
     tar.close()
@@ -136,6 +137,8 @@ def test_without_wids_the_streaming_reader_reads_the_shards(shards, monkeypatch)
     path = shards / "shard-000002.tar"
     assert _indexed_tar(str(path)) is None
     assert _read(path, 4) == _streamed(path)[4:]
+    assert "read in the main process by WebDataset's streaming tar reader (faster: pip install wids==" in \
+        loader_for(shards_cfg(shards, workers=-1)).describe()
 
 
 def test_pack_refuses_to_overwrite_and_names_a_missing_folder(shards, tmp_path, capsys):
@@ -210,7 +213,7 @@ def test_batched_shards_decode_as_the_encoded_pipeline_and_make_the_caches_views
     random.Random(PACK_SEED).shuffle(stored)  # shard position -> file, as pack laid them out
     cfg = shards_cfg(tmp_path / "shards", batch=8, workers=2)
     loader = loader_for(cfg)
-    assert loader.describe().startswith("batched pipeline streaming 4 shard(s) read by 2 worker(s)")
+    assert loader.describe().startswith(f"batched pipeline streaming 4 shard(s) read by 2 worker(s) {shard_reader()}")
     augment = BatchAugment(cfg.aug, 8, 3, cache.mean, cache.std, kernel=cfg.data.augment_kernel)
     seed = epoch_seed(cfg.run.seed, 1, 1)  # BatchedViewLoader's generator, rank 0
     encoded_gen, cache_gen = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)

@@ -37,7 +37,7 @@ from .memory import InMemoryImages
 from .sampler import EpochSampler, epoch_seed, local_batch_size, unusable_anywhere  # noqa: F401 (re-exported)
 from .shard_items import EncodedBytes, PerImageViews, collate_encoded
 from .shard_stream import ShardStream
-from .shards import ShardedImages
+from .shards import ShardedImages, shard_reader
 
 
 class BatchedViewLoader:
@@ -233,7 +233,8 @@ class ShardViewLoader:
         if self.augment is None:
             why = f" ({self.why_per_image})" if self.why_per_image else ""
             return f"per-image pipeline streaming {self.shards} shard(s), {self.workers} worker(s){why}"
-        return (f"batched pipeline streaming {self.shards} shard(s) read by {self.workers} worker(s), JPEGs "
+        where = f"by {self.workers} worker(s)" if self.workers else "in the main process"
+        return (f"batched pipeline streaming {self.shards} shard(s) read {where} {shard_reader()}, JPEGs "
                 f"decoded in batches by torchvision on {self.device.type} at {self.side}px, "
                 f"{self.augment.describe(self.device)}")
 
