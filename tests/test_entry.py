@@ -19,6 +19,7 @@ def test_import_simsiam_does_not_import_torch_and_its_names_resolve():
     assert set(simsiam.__all__) >= {"pretrain", "finetune", "load_pretrained", "Config", "__version__"}
     with pytest.raises(AttributeError, match="no attribute 'pretrian'"):
         simsiam.pretrian  # noqa: B018
+    assert simsiam.data.load_dataset is not None  # a sub-package by attribute, as before the names were lazy
 
 
 def test_ctrl_c_while_the_command_line_imports_is_one_line(monkeypatch, capsys):

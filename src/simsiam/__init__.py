@@ -19,6 +19,7 @@ a Ctrl-C during them ends it with one line instead of a traceback.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 
 from .version import __version__
 
@@ -40,6 +41,8 @@ __all__ = ["__version__", *_WHERE]
 
 def __getattr__(name: str):
     if name not in _WHERE:
+        if not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+            return importlib.import_module(f"{__name__}.{name}")  # ``simsiam.data`` as when all was imported
         raise AttributeError(f"module 'simsiam' has no attribute {name!r}")
     value = getattr(importlib.import_module(_WHERE[name], __name__), name)
     globals()[name] = value  # found once; later lookups do not come here
