@@ -221,18 +221,15 @@ def build(dataset: ImageFiles, side: int, images_path: Path, workers: int, progr
                 # (a traceback under the interrupted command's line; with smaller chunks, often).
                 size = decode_chunk(n, workers)
                 chunks = [pool.submit(_decode_many, jobs[at:at + size]) for at in range(0, n, size)]
-                i = 0
-                for chunk in chunks:
-                    results = chunk.result()
-                    for pixels, upright, why in results:
-                        if pixels is None:
-                            unreadable.append(why)
-                        else:
-                            fill_slot(out[len(kept)], pixels)
-                            kept.append(i)
-                            sizes.append(upright)
-                        i += 1
-                    bar.update(len(results))
+                results = (result for chunk in chunks for result in chunk.result())
+                for i, (pixels, upright, why) in enumerate(results):
+                    if pixels is None:
+                        unreadable.append(why)
+                    else:
+                        fill_slot(out[len(kept)], pixels)
+                        kept.append(i)
+                        sizes.append(upright)
+                    bar.update()
             except BaseException:
                 _stop_workers(pool)
                 raise

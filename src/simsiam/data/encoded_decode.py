@@ -166,15 +166,12 @@ def into_slots(images: Sequence[torch.Tensor], uprights: Sequence[tuple[int, int
     cache of squares has none."""
     width = max(img.shape[-1] for img in images)
     first = images[0]
-    if all(img.shape[-1] == width for img in images):  # all one width (a folder of squares): one copy
-        slots = torch.stack(list(images))
-    else:
-        slots = torch.empty((len(images), first.shape[0], side, width), dtype=torch.uint8, device=first.device)
-        for k, img in enumerate(images):
-            long = img.shape[-1]
-            slots[k, :, :, :long] = img
-            if long < width:
-                slots[k, :, :, long:] = img[:, :, -1:]  # the edge repeated, as in the cache
+    slots = torch.empty((len(images), first.shape[0], side, width), dtype=torch.uint8, device=first.device)
+    for k, img in enumerate(images):
+        long = img.shape[-1]
+        slots[k, :, :, :long] = img
+        if long < width:
+            slots[k, :, :, long:] = img[:, :, -1:]  # the edge repeated, as in the cache
     if all(hw == (side, side) for hw in uprights):
         return slots, None
     return slots, torch.tensor(uprights, dtype=torch.int64, device=first.device)

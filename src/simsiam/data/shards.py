@@ -198,11 +198,18 @@ def read_shard(path: str, on_error: Callable[[Exception], bool], first: int = 0)
 def shard_reader() -> str:
     """How the shards will be read, for the run's first lines: a user without ``wids`` learns what
     makes the reading faster."""
-    try:
-        import wids.wids_mmtar  # noqa: F401
-    except ImportError:
+    if _indexed_tar_class() is None:
         return f"by WebDataset's streaming tar reader (faster: pip install {WIDS})"
     return "through their tar index (wids)"
+
+
+def _indexed_tar_class():
+    """``wids``' MMIndexedTar, or None where ``wids`` is not installed."""
+    try:
+        from wids.wids_mmtar import MMIndexedTar
+    except ImportError:
+        return None
+    return MMIndexedTar
 
 
 def _indexed_tar(path: str):
@@ -211,9 +218,8 @@ def _indexed_tar(path: str):
     file is not a tar it indexes whole. Why: the streaming reader parses each header in Python's
     ``tarfile``, some 55 us a sample on Tiny-ImageNet's shards against 6.5 here
     (docs/PERFORMANCE.md), and on 2 cores that reading competes with the training step."""
-    try:
-        from wids.wids_mmtar import MMIndexedTar
-    except ImportError:
+    MMIndexedTar = _indexed_tar_class()
+    if MMIndexedTar is None:
         return None
     try:
         with open(path, "rb") as fh:  # the first header's checksum: random bytes are not taken for a tar
