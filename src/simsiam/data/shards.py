@@ -216,7 +216,7 @@ def _indexed_tar(path: str):
     """``wids``' index of the tar at ``path`` (each member's name, offset and size, from one walk
     over the headers of the memory-mapped file), or None where ``wids`` is not installed or the
     file is not a tar it indexes whole. Why: the streaming reader parses each header in Python's
-    ``tarfile``, some 55 us a sample on Tiny-ImageNet's shards against 6.5 here
+    ``tarfile``, some 56 us a sample on Tiny-ImageNet's shards against 2.4 here
     (docs/PERFORMANCE.md), and on 2 cores that reading competes with the training step."""
     MMIndexedTar = _indexed_tar_class()
     if MMIndexedTar is None:
